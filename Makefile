@@ -1,0 +1,39 @@
+# The two commands of the README: `make train` (the main job) and `make test` (the whole suite).
+# Each creates .venv and installs the pinned stack on first use.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+OUT     ?= runs/default
+# torch is pinned exactly: a looser pin makes pip download several GB of CUDA wheels.
+TORCH   := torch==2.14.1 torchvision==0.29.1
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+export MPLBACKEND ?= Agg
+
+.PHONY: train test nbtest pytest export clean-nbs venv bench
+venv: $(STAMP)
+
+$(STAMP): settings.ini setup.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]' $(TORCH)
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/ddpm_course grid --dataset digits --out $(OUT)/data_grid.png
+
+test: nbtest pytest
+
+nbtest: $(STAMP)
+	$(BIN)/nbdev_test --n_workers 2
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+export: $(STAMP)
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench.py
