@@ -21,13 +21,17 @@ $(STAMP): settings.ini setup.py
 	$(BIN)/python -m pip install -q -e '.[dev]' $(TORCH)
 	touch $(STAMP)
 
+# train the default job (a class-conditional UNet on the built-in digits; --resume continues an interrupted run),
+# then sample a grid with one row per class and the same images as a uint8 array
 train: $(STAMP)
-	$(BIN)/ddpm_course grid --dataset digits --out $(OUT)/data_grid.png
+	$(BIN)/ddpm_course train --resume --out $(OUT)
+	$(BIN)/ddpm_course sample --run $(OUT) --per-class 10 --out $(OUT)/samples.png --npz $(OUT)/samples.npz
 
 test: nbtest pytest
 
+# two notebooks at a time, one thread each: on 2 cores, more threads than cores makes PyTorch's thread pools spin
 nbtest: $(STAMP)
-	$(BIN)/nbdev_test --n_workers 2
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -57,7 +57,7 @@ def test_download_fails_fast_with_instructions(tmp_path):
     for name, hint in [('cifar10', 'cifar-10-python.tar.gz'), ('fashion_mnist', 'train-images-idx3-ubyte.gz')]:
         t0 = time.time()
         with pytest.raises(RuntimeError) as e: get_dls(name, root=tmp_path, download=False)
-        assert time.time() - t0 < 10
+        assert time.time() - t0 < 60     # a guard against hanging on the network, not a speed test
         assert hint in str(e.value) and str(tmp_path) in str(e.value)
 
 
