@@ -25,13 +25,13 @@ from .models import UNet, UNetConfig, make_unet
 from .ema import EMACallback
 
 # %% auto #0
-__all__ = ['RUN_FORMAT', 'CKPT_FILES', 'min_snr_weights', 'weighted_mse', 'drop_labels', 'NonFiniteLossError', 'unwrap',
-           'is_conditional', 'DDPMCallback', 'resolve_precision', 'model_denoiser', 'autocast_for', 'model_config',
-           'sample_images', 'split_tensors', 'join_tensors', 'write_json_atomic', 'write_text_atomic', 'weights_of',
-           'save_checkpoint', 'latest_checkpoint', 'read_config', 'check_same_architecture', 'load_weights', 'load_run',
-           'rng_state', 'set_rng_state', 'CheckpointCallback', 'load_training_state', 'ResumeCallback',
-           'SampleCallback', 'wandb_logged_in', 'wandb_mode', 'make_wandb_callback', 'TrainConfig', 'maybe_compile',
-           'ddpm_learner', 'build_run', 'run_config', 'train', 'resume']
+__all__ = ['RUN_FORMAT', 'CKPT_FILES', 'min_snr_weights', 'weighted_mse', 'drop_labels', 'NonFiniteLossError', 'find_cb',
+           'unwrap', 'is_conditional', 'DDPMCallback', 'resolve_precision', 'model_denoiser', 'autocast_for',
+           'model_config', 'sample_images', 'split_tensors', 'join_tensors', 'write_json_atomic', 'write_text_atomic',
+           'weights_of', 'save_checkpoint', 'latest_checkpoint', 'read_config', 'check_same_architecture',
+           'load_weights', 'load_run', 'rng_state', 'set_rng_state', 'CheckpointCallback', 'load_training_state',
+           'ResumeCallback', 'SampleCallback', 'wandb_logged_in', 'wandb_mode', 'make_wandb_callback', 'TrainConfig',
+           'maybe_compile', 'ddpm_learner', 'build_run', 'run_config', 'train', 'resume']
 
 # %% ../nbs/05_unconditional.ipynb #22940d50
 def min_snr_weights(t: Tensor, sched: NoiseSchedule, pred_type: str = 'eps', gamma: float | None = None) -> Tensor:
@@ -56,6 +56,10 @@ def drop_labels(y: Tensor, p: float, null_class: int, generator: torch.Generator
 
 # %% ../nbs/05_unconditional.ipynb #9e8c5fc1
 class NonFiniteLossError(RuntimeError): pass
+
+def find_cb(learn: Learner, cls: type):
+    "The first callback of type `cls` in `learn`, or None"
+    return next((c for c in learn.cbs if isinstance(c, cls)), None)
 
 def unwrap(model: nn.Module) -> nn.Module:
     "The module under `torch.compile`'s wrapper (whose parameter names carry an `_orig_mod.` prefix)"
@@ -320,9 +324,8 @@ class CheckpointCallback(Callback):
     def before_fit(self):
         self._exc = sys.exc_info()[1]; self.first_epoch = getattr(self.learn, 'resume_epoch', 0)
         self.t0 = time.time()
-    def _ema_cb(self): return next((c for c in self.learn.cbs if isinstance(c, EMACallback)), None)
     def training_state(self) -> dict:
-        ema = self._ema_cb()
+        ema = find_cb(self.learn, EMACallback)
         scaler = getattr(self.learn, 'scaler', None)
         return {'opt': self.learn.opt.state_dict(), 'ema': ema.state_dict() if ema else None,
                 'scaler': scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
@@ -333,7 +336,7 @@ class CheckpointCallback(Callback):
         vals = self.learn.recorder.values[-1] if self.learn.recorder.values else []
         names = [n for n in self.learn.recorder.metric_names[1:-1]]
         self.history.append({'epoch': self.epoch + 1, **dict(zip(names, map(float, vals))), 'time': round(time.time() - self.t0, 2)})
-        ema = self._ema_cb()
+        ema = find_cb(self.learn, EMACallback)
         ema_w = ema.ema.shadow_state_dict() if ema and ema.ema else weights_of(self.learn.model)
         self.last = save_checkpoint(self.run_dir, self.epoch + 1, self.learn.model, ema_w, self.training_state(), self.keep)
 
@@ -346,10 +349,10 @@ def load_training_state(learn: Learner, ckpt: Path) -> int:
     if learn.opt is None: learn.create_opt()
     dev = next(learn.model.parameters()).device
     learn.opt.load_state_dict(_to_device(s['opt'], dev))
-    ema = next((c for c in learn.cbs if isinstance(c, EMACallback)), None)
+    ema = find_cb(learn, EMACallback)
     if ema is not None and s['ema'] is not None: ema.load_state_dict(_to_device(s['ema'], dev))
     learn._pending_scaler = s['scaler']
-    ck = next((c for c in learn.cbs if isinstance(c, CheckpointCallback)), None)
+    ck = find_cb(learn, CheckpointCallback)
     if ck is not None: ck.history = list(s['history'])
     learn.wandb_id = s.get('wandb_id')
     learn._pending_rng = s['rng']
@@ -389,8 +392,7 @@ class SampleCallback(Callback):
     def after_epoch(self):
         if self.epoch < self.first_epoch or sys.exc_info()[1] is not self._exc: return
         if (self.epoch + 1) % self.every and self.epoch + 1 != self.n_epoch: return
-        ema = next((c for c in self.learn.cbs if isinstance(c, EMACallback)), None)
-        ddpm = next(c for c in self.learn.cbs if isinstance(c, DDPMCallback))
+        ema, ddpm = find_cb(self.learn, EMACallback), find_cb(self.learn, DDPMCallback)
         cfg = model_config(self.learn.model); dev = next(self.learn.model.parameters()).device
         x_T = torch.randn((self.n, cfg.c_in, *cfg.img_size), generator=torch.Generator().manual_seed(self.seed)).to(dev)
         y = self.labels.to(dev) if self.labels is not None else None
@@ -438,7 +440,7 @@ def make_wandb_callback(**kw):
             finally: fw._format_config = orig
         def after_fit(self):
             super().after_fit()
-            ck = next((c for c in self.learn.cbs if isinstance(c, CheckpointCallback)), None)
+            ck = find_cb(self.learn, CheckpointCallback)
             if ck is not None and getattr(ck, 'last', None) is not None and fw.wandb.run is not None:
                 art = fw.wandb.Artifact('checkpoint', type='model', metadata={'epoch': ck.history[-1]['epoch'] if ck.history else None})
                 art.add_dir(str(ck.last)); fw.wandb.log_artifact(art)
