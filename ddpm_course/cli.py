@@ -16,10 +16,12 @@ from .training import TrainConfig, train, resume, load_run, sample_images, is_co
 from .training import SampleCallback
 from .conditional import sample_classes, class_rows, check_guidance, check_labels, guided_denoiser
 from .samplers import make_sampler, SAMPLERS, SPACINGS
+from .evaluation import evaluate_run
+from .distributed import is_main_process
 
 # %% auto #0
-__all__ = ['per_class_grid', 'cmd_grid', 'cmd_train', 'train_config', 'sample_labels', 'cmd_sample', 'add_data_args',
-           'make_parser', 'main']
+__all__ = ['per_class_grid', 'cmd_grid', 'cmd_train', 'train_config', 'sample_labels', 'cmd_sample', 'cmd_evaluate',
+           'add_data_args', 'make_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #4c032cbb
 def per_class_grid(x: torch.Tensor, y: torch.Tensor, n_classes: int, k: int = 10) -> torch.Tensor:
@@ -51,10 +53,10 @@ def cmd_train(args):
                                  sampler=make_sampler('ddim', min(50, cfg.T), pred_type=cfg.pred_type))
     t0 = time.time()
     if args.resume and (out/'config.json').exists():
-        print(f"resuming {out}")
+        if is_main_process(): print(f"resuming {out}")
         learn = resume(out, epochs=args.epochs, device=args.device, quiet=args.quiet, sample_cb=scb())
     else: learn = train(cfg, out, device=args.device, quiet=args.quiet, sample_cb=scb())
-    print(f"done in {time.time() - t0:.0f} s: {out}")
+    if is_main_process(): print(f"done in {time.time() - t0:.0f} s: {out}")
     return out
 
 # %% ../nbs/09_cli.ipynb #1bc921e6
@@ -97,6 +99,16 @@ def cmd_sample(args):
         msg += f", and {args.npz}"
     print(msg)
     return x
+
+# %% ../nbs/09_cli.ipynb #349bf55a
+def cmd_evaluate(args) -> dict:
+    "Score a run with chapter 08's metrics: print the table, write metrics.json and the plots"
+    if args.n_per_class < 2: raise ValueError(f"--n-per-class must be at least 2 (FID needs a covariance), got {args.n_per_class}")
+    if any(k < 1 for k in args.steps): raise ValueError(f"--steps must be positive, got {args.steps}")
+    for w in args.guidance + [args.guidance_scale]: check_guidance(w)
+    return evaluate_run(args.run, n_per_class=args.n_per_class, steps=args.steps, guidances=args.guidance, sampler=args.sampler,
+                        guidance_scale=args.guidance_scale, out_dir=args.out, seed=args.seed, clf_epochs=args.clf_epochs,
+                        device=args.device, verbose=True)
 
 # %% ../nbs/09_cli.ipynb #ae4aa9ea
 def add_data_args(p: argparse.ArgumentParser):
@@ -160,6 +172,20 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument('--raw', action='store_true', help="sample with the raw weights instead of the EMA")
     s.add_argument('--device', default=None, help="cpu, cuda, ...; the GPU when there is one")
     s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser('evaluate', help="FID/KID vs steps, the guidance sweep and per-class metrics of a run (chapter 08)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument('--run', required=True, help="a run folder written by `ddpm_course train`")
+    e.add_argument('--out', default=None, help="folder for metrics.json and the plots (default: <run>/eval)")
+    e.add_argument('--n-per-class', dest='n_per_class', type=int, default=50, help="samples per class in each row of the table")
+    e.add_argument('--steps', type=int, nargs='+', default=[10, 25, 50, 100], help="step counts of the FID-vs-steps curve (the largest for the rest)")
+    e.add_argument('--sampler', nargs='+', default=['ddim', 'ddpm'], choices=list(SAMPLERS), help="samplers of the curve (the first for the rest)")
+    e.add_argument('--guidance', type=float, nargs='+', default=[0, 1, 2, 3, 5], help="guidance scales of the sweep (conditional runs)")
+    e.add_argument('--guidance-scale', dest='guidance_scale', type=float, default=3., help="guidance of the curve and the per-class metrics")
+    e.add_argument('--seed', type=int, default=0, help="seed of the sample noise and the classifier")
+    e.add_argument('--clf-epochs', dest='clf_epochs', type=int, default=8, help="epochs of the feature classifier (trained once, then reused)")
+    e.add_argument('--device', default=None, help="cpu, cuda, ...; the GPU when there is one")
+    e.set_defaults(func=cmd_evaluate)
     return p
 
 # %% ../nbs/09_cli.ipynb #6992e1a3
@@ -172,3 +198,5 @@ def main(argv: list[str] | None = None):
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         if argv is not None: raise       # called from Python: let the caller see the exception
         sys.exit(f"ddpm_course {args.command}: error: {e}")
+
+if __name__ == '__main__' and Path(sys.argv[0]).stem == 'cli': main()   # `python -m ddpm_course.cli` (what `accelerate launch -m` runs), not a notebook

@@ -35,8 +35,11 @@ def ema_decay(k: int,               # number of updates made so far
 
 # %% ../nbs/04_ema.ipynb #c5668c5d
 def _unwrap(model: nn.Module) -> nn.Module:
-    "The module inside a `torch.compile` wrapper (or `model` itself)"
-    return getattr(model, '_orig_mod', model)
+    "The module inside `torch.compile`'s and DistributedDataParallel's wrappers (or `model` itself)"
+    while True:
+        inner = getattr(model, '_orig_mod', None) or (model.module if isinstance(model, nn.parallel.DistributedDataParallel) else None)
+        if inner is None: return model
+        model = inner
 
 def model_tensors(model: nn.Module) -> dict[str, Tensor]:
     "Parameters and persistent buffers of `model` by `state_dict` name: the live tensors, not copies"

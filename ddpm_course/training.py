@@ -23,6 +23,7 @@ from safetensors.torch import save_file, load_file
 from .schedules import NoiseSchedule, make_schedule, q_sample, target_for, ddpm_sample, check_pred_type
 from .models import UNet, UNetConfig, make_unet
 from .ema import EMACallback
+from .distributed import check_launch, init_distributed, is_distributed, is_main_process, distributed, DistributedDL
 
 # %% auto #0
 __all__ = ['RUN_FORMAT', 'CKPT_FILES', 'min_snr_weights', 'weighted_mse', 'drop_labels', 'NonFiniteLossError', 'find_cb',
@@ -62,8 +63,11 @@ def find_cb(learn: Learner, cls: type):
     return next((c for c in learn.cbs if isinstance(c, cls)), None)
 
 def unwrap(model: nn.Module) -> nn.Module:
-    "The module under `torch.compile`'s wrapper (whose parameter names carry an `_orig_mod.` prefix)"
-    return getattr(model, '_orig_mod', model)
+    "The module under the wrappers of `torch.compile` (`_orig_mod`) and DistributedDataParallel (`module`)"
+    while True:
+        inner = getattr(model, '_orig_mod', None) or (model.module if isinstance(model, nn.parallel.DistributedDataParallel) else None)
+        if inner is None: return model
+        model = inner
 
 def is_conditional(model: nn.Module) -> bool:
     "Does `model` take class labels?"
@@ -83,15 +87,25 @@ class DDPMCallback(Callback):
         self._cond = is_conditional(self.learn.model)
         self._null = getattr(unwrap(self.learn.model), 'null_class', None)
 
-    def before_validate(self): self.gen = None             # made on the batches' device at the first batch
+    def before_validate(self): self._pos = 0
+
+    def valid_noise(self, x0: Tensor) -> tuple[Tensor, Tensor]:
+        "(t, eps) of the validation images in this batch: fixed per image (its place in the validation set)"
+        dl, n = self.dl, len(self.dl.dataset)
+        if getattr(self, '_vnoise', None) is None or self._vnoise[1].shape != (n, *x0.shape[1:]) or self._vnoise[0].max() >= self.sched.T:
+            g = torch.Generator().manual_seed(self.valid_seed)      # on the CPU: the same numbers on every device
+            self._vnoise = (torch.randint(0, self.sched.T, (n,), generator=g), torch.randn((n, *x0.shape[1:]), generator=g))
+        start = dl.rank * dl.n_padded // dl.world_size if isinstance(dl, DistributedDL) else 0   # this process's shard
+        idx = (start + self._pos + torch.arange(len(x0))) % n; self._pos += len(x0)
+        return self._vnoise[0][idx].to(x0.device), self._vnoise[1][idx].to(x0.device)
 
     def before_batch(self):
         x0, y = self.xb[0], self.yb[0]
-        if not self.training and self.gen is None: self.gen = torch.Generator(x0.device).manual_seed(self.valid_seed)
-        g = None if self.training else self.gen
         sched = self.sched = self.sched.to(x0.device) if self.sched.betas.device != x0.device else self.sched
-        t = torch.randint(0, sched.T, (len(x0),), device=x0.device, generator=g)
-        eps = torch.randn(x0.shape, device=x0.device, generator=g)
+        if self.training:
+            t = torch.randint(0, sched.T, (len(x0),), device=x0.device)
+            eps = torch.randn(x0.shape, device=x0.device)
+        else: t, eps = self.valid_noise(x0)
         x_t, _ = q_sample(x0, t, sched, eps)
         if self.channels_last: x_t = x_t.contiguous(memory_format=torch.channels_last)
         target = target_for(x0, eps, t, sched, self.pred_type)
@@ -137,7 +151,7 @@ def autocast_for(device, precision: str = 'auto'):
 # %% ../nbs/05_unconditional.ipynb #b40ce464
 def model_config(model: nn.Module) -> UNetConfig:
     "The `UNetConfig` of a (possibly compiled) UNet"
-    return getattr(model, '_orig_mod', model).config
+    return unwrap(model).config
 
 def sample_images(model: nn.Module, sched: NoiseSchedule,
                   n: int = 16,                        # how many images
@@ -304,15 +318,19 @@ def load_run(run_dir: str | Path, ema: bool = True, device=None) -> tuple[nn.Mod
     return model.eval(), NoiseSchedule.from_dict(cfg['schedule']), cfg
 
 # %% ../nbs/05_unconditional.ipynb #06caa347
+def _loader(dl):
+    "The fastai DataLoader under chapter 10's per-process shard wrapper (or `dl`)"
+    return dl.dl if isinstance(dl, DistributedDL) else dl
+
 def rng_state(learn: Learner) -> dict:
     "Every random state that training consumes"
-    s = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate(), 'loader': learn.dls.train.rng.getstate()}
+    s = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate(), 'loader': _loader(learn.dls.train).rng.getstate()}
     if torch.cuda.is_available(): s['cuda'] = torch.cuda.get_rng_state_all()
     return s
 
 def set_rng_state(learn: Learner, s: dict):
     "Restore `rng_state`'s output"
-    torch.set_rng_state(s['torch']); np.random.set_state(s['numpy']); random.setstate(s['python']); learn.dls.train.rng.setstate(s['loader'])
+    torch.set_rng_state(s['torch']); np.random.set_state(s['numpy']); random.setstate(s['python']); _loader(learn.dls.train).rng.setstate(s['loader'])
     if 'cuda' in s and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
 
 # %% ../nbs/05_unconditional.ipynb #93b282da
@@ -393,12 +411,13 @@ class SampleCallback(Callback):
         if self.epoch < self.first_epoch or sys.exc_info()[1] is not self._exc: return
         if (self.epoch + 1) % self.every and self.epoch + 1 != self.n_epoch: return
         ema, ddpm = find_cb(self.learn, EMACallback), find_cb(self.learn, DDPMCallback)
-        cfg = model_config(self.learn.model); dev = next(self.learn.model.parameters()).device
+        model = unwrap(self.learn.model)        # not through DDP (chapter 10): only rank 0 samples
+        cfg = model_config(model); dev = next(model.parameters()).device
         x_T = torch.randn((self.n, cfg.c_in, *cfg.img_size), generator=torch.Generator().manual_seed(self.seed)).to(dev)
         y = self.labels.to(dev) if self.labels is not None else None
         with (ema.swapped() if ema and ema.ema else nullcontext()):
-            fn = (self.make_denoiser or model_denoiser)(self.learn.model, y)
-            imgs = sample_images(self.learn.model, ddpm.sched, x_T=x_T, y=y, denoise_fn=fn, sampler=self.sampler, pred_type=ddpm.pred_type)
+            fn = (self.make_denoiser or model_denoiser)(model, y)
+            imgs = sample_images(model, ddpm.sched, x_T=x_T, y=y, denoise_fn=fn, sampler=self.sampler, pred_type=ddpm.pred_type)
         self.grids.append((self.epoch + 1, imgs.cpu()))
         if self.folder is not None:
             p = save_grid(imgs, Path(self.folder)/f'epoch_{self.epoch + 1:04d}.png', nrow=self.nrow, value_range=(0, 1))
@@ -461,7 +480,7 @@ class TrainConfig:
     schedule: str = 'cosine'
     T: int = 1000
     zero_terminal_snr: bool = False
-    pred_type: str = 'eps'
+    pred_type: str = 'v'             # v is steadier than eps where the noise dominates (chapters 06 and 07)
     p_uncond: float = 0.1            # label dropout of a conditional model (chapter 06)
     min_snr_gamma: float | None = None
     epochs: int = 25
@@ -503,7 +522,7 @@ def ddpm_learner(model: nn.Module, dls, sched: NoiseSchedule, cfg: TrainConfig, 
     callbacks = [DDPMCallback(sched, cfg.pred_type, cfg.p_uncond if is_conditional(model) else 0., cfg.min_snr_gamma, channels_last=cl),
                  EMACallback(cfg.ema_decay), ResumeCallback()]
     if prec != 'fp32': callbacks.append(MixedPrecision(amp_mode=prec))
-    if run_dir is not None:
+    if run_dir is not None and is_main_process():         # under a multi-process launch (chapter 10), rank 0 writes
         callbacks.append(CheckpointCallback(run_dir))
         callbacks.append(sample_cb or SampleCallback(Path(run_dir)/'samples', cfg.sample_every, cfg.n_samples, cfg.seed))
     learn = Learner(dls, maybe_compile(model, cfg.compile), loss_func=weighted_mse, opt_func=opt, wd=cfg.wd,
@@ -513,7 +532,9 @@ def ddpm_learner(model: nn.Module, dls, sched: NoiseSchedule, cfg: TrainConfig, 
 # %% ../nbs/05_unconditional.ipynb #747d47d0
 def build_run(cfg: TrainConfig, device=None):
     "(dls, model, schedule) of a config"
-    dls = get_dls(cfg.dataset, cfg.size, cfg.bs, cfg.channels, cfg.n, cfg.valid_pct, cfg.seed, cfg.root, device=device)
+    bs = check_launch(cfg.bs, device)       # cfg.bs is the global batch; each of N processes (chapter 10) takes bs / N
+    init_distributed(device)
+    dls = get_dls(cfg.dataset, cfg.size, bs, cfg.channels, cfg.n, cfg.valid_pct, cfg.seed, cfg.root, device=device)
     model = make_unet(cfg.preset, c_in=dls.n_channels, img_size=dls.img_size, num_classes=dls.c if cfg.conditional else None)
     return dls, model, make_schedule(cfg.schedule, cfg.T, zero_terminal_snr=cfg.zero_terminal_snr)
 
@@ -526,7 +547,7 @@ def run_config(cfg: TrainConfig, dls, model, sched) -> dict:
 def _start_wandb(learn: Learner, cfg: TrainConfig, run_dir: Path, config: dict):
     "Start (or continue) a W&B run for `learn` when W&B is on; returns the mode"
     mode = wandb_mode(cfg.wandb)
-    if mode == 'disabled': return mode
+    if mode == 'disabled' or not is_main_process(): return 'disabled'      # one W&B run per training run
     import wandb
     os.environ.setdefault('WANDB_SILENT', 'true')
     run = wandb.init(project='ddpm_course', dir=str(run_dir), config=config, mode=mode, name=run_dir.name,
@@ -539,7 +560,8 @@ def _fit(learn: Learner, cfg: TrainConfig, run_dir: Path, config: dict, start_ep
     learn.resume_epoch = start_epoch                    # (not start_epoch: fastai's Recorder uses that name)
     if quiet: learn.remove_cbs([c for c in learn.cbs if type(c).__name__ == 'ProgressCallback'])
     mode = _start_wandb(learn, cfg, run_dir, config)
-    try: learn.fit_one_cycle(cfg.epochs, cfg.lr, start_epoch=start_epoch)
+    try:
+        with distributed(learn): learn.fit_one_cycle(cfg.epochs, cfg.lr, start_epoch=start_epoch)
     finally:
         if mode != 'disabled':
             import wandb; wandb.finish()
@@ -550,13 +572,14 @@ def train(cfg: TrainConfig | None = None, out: str | Path = 'runs/default', cbs:
           sample_cb: SampleCallback | None = None, quiet: bool = False) -> Learner:
     "Train a DDPM with `cfg` into the run folder `out` (which must not hold a run yet); returns the Learner"
     cfg = cfg or TrainConfig(); out = Path(out)
-    if (out/'config.json').exists():
-        raise FileExistsError(f"{out} already holds a training run; continue it with resume (--resume), or choose another --out")
+    exists = (out/'config.json').exists()
     torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
-    dls, model, sched = build_run(cfg, device)
-    out.mkdir(parents=True, exist_ok=True)
+    dls, model, sched = build_run(cfg, device)     # (joins the process group under a launch: every rank has looked at `out` by then)
+    if exists: raise FileExistsError(f"{out} already holds a training run; continue it with resume (--resume), or choose another --out")
     config = run_config(cfg, dls, model, sched)
-    write_json_atomic(out/'config.json', config)
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out/'config.json', config)
     learn = ddpm_learner(model, dls, sched, cfg, out, cbs, sample_cb)
     return _fit(learn, cfg, out, config, quiet=quiet)
 

@@ -24,6 +24,7 @@ def _help(cmd):
     ('train', ['--dataset', '--size', '--preset', '--epochs', '--bs', '--lr', '--wandb', '--out', '--resume', '--conditional', '--precision', '--compile']),
     ('sample', ['--run', '--n', '--out', '--npz', '--steps', '--seed', '--label', '--per-class', '--guidance', '--sampler', '--eta']),
     ('grid', ['--dataset', '--size', '--per-class', '--out']),
+    ('evaluate', ['--run', '--out', '--n-per-class', '--steps', '--sampler', '--guidance', '--guidance-scale', '--seed', '--clf-epochs']),
 ])
 def test_help_lists_every_flag(cmd, flags):
     h = _help(cmd)
@@ -43,6 +44,8 @@ def test_bad_input_exits_with_a_message(tmp_path, monkeypatch):
     code, msg = _shell(monkeypatch, 'train', '--epochs', '0', '--out', tmp_path/'r')
     assert code == 1 and 'epochs must be at least 1' in msg
     assert not (tmp_path/'r'/'config.json').exists()
+    code, msg = _shell(monkeypatch, 'evaluate', '--run', tmp_path/'missing')
+    assert code == 1 and 'does not exist' in msg
     code, msg = _shell(monkeypatch, 'grid', '--dataset', 'nosuchset', '--out', tmp_path/'g.png')
     assert code == 1 and "unknown dataset 'nosuchset'" in msg
 
