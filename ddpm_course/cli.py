@@ -12,7 +12,7 @@ import torch
 from .data import DATASETS, load_images, save_grid
 from .models import PRESETS
 from .schedules import SCHEDULES
-from .training import TrainConfig, train, resume, load_run, sample_images, is_conditional, model_config
+from .training import TrainConfig, train, resume, load_run, sample_images, is_conditional, model_config, read_config
 from .training import SampleCallback
 from .conditional import sample_classes, class_rows, check_guidance, check_labels, guided_denoiser
 from .samplers import make_sampler, SAMPLERS, SPACINGS
@@ -45,14 +45,19 @@ def cmd_grid(args) -> Path:
 # %% ../nbs/09_cli.ipynb #73979944
 def cmd_train(args):
     "Train (or, with --resume, continue) a run"
-    cfg = train_config(args)
     out = Path(args.out)
+    resuming = args.resume and (out/'config.json').exists()
+    # a resumed run continues with the settings it was trained with, whatever the flags' defaults say now
+    cfg = TrainConfig(**read_config(out)['train']) if resuming else train_config(args)
+    if resuming and args.conditional is not None and args.conditional != cfg.conditional:
+        kind, flag = ('a conditional', '--no-conditional') if cfg.conditional else ('an unconditional', '--conditional')
+        raise ValueError(f"{out} is {kind} run and --resume continues it as it was trained: drop {flag}, or start a new run with another --out")
     # the grids written during training: guided (w = 3) for a conditional model, with DDIM so that they cost seconds
     guide = (lambda m, y: guided_denoiser(m, y, 3.)) if cfg.conditional else None
     scb = lambda: SampleCallback(out/'samples', cfg.sample_every, cfg.n_samples, cfg.seed, make_denoiser=guide,
                                  sampler=make_sampler('ddim', min(50, cfg.T), pred_type=cfg.pred_type))
     t0 = time.time()
-    if args.resume and (out/'config.json').exists():
+    if resuming:
         if is_main_process(): print(f"resuming {out}")
         learn = resume(out, epochs=args.epochs, device=args.device, quiet=args.quiet, sample_cb=scb())
     else: learn = train(cfg, out, device=args.device, quiet=args.quiet, sample_cb=scb())
@@ -61,9 +66,10 @@ def cmd_train(args):
 
 # %% ../nbs/09_cli.ipynb #1bc921e6
 def train_config(args) -> TrainConfig:
-    "The `TrainConfig` of parsed `train` flags"
+    "The `TrainConfig` of parsed `train` flags (the command line trains a conditional model unless told --no-conditional)"
     names = {f.name for f in fields(TrainConfig)}
     kw = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    kw.setdefault('conditional', True)
     return TrainConfig(**kw)
 
 # %% ../nbs/09_cli.ipynb #afbc0756
@@ -136,7 +142,8 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument('--out', default='runs/default', help="the run folder to write")
     t.add_argument('--resume', action='store_true', help="continue the run in --out if there is one (start it otherwise)")
     t.add_argument('--preset', default=d.preset, choices=sorted(PRESETS), help="UNet preset (chapter 03)")
-    t.add_argument('--conditional', action=argparse.BooleanOptionalAction, default=True, help="class-conditional model with classifier-free guidance")
+    t.add_argument('--conditional', action=argparse.BooleanOptionalAction, default=None,
+                   help="class-conditional model with classifier-free guidance (the default); --no-conditional for an unconditional one")
     t.add_argument('--epochs', type=int, default=d.epochs, help="epochs in all (with --resume: the total to reach)")
     t.add_argument('--bs', '--batch-size', dest='bs', type=int, default=d.bs, help="batch size")
     t.add_argument('--lr', type=float, default=d.lr, help="peak learning rate of the one-cycle schedule")
