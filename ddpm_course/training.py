@@ -23,7 +23,7 @@ from safetensors.torch import save_file, load_file
 from .schedules import NoiseSchedule, make_schedule, q_sample, target_for, ddpm_sample, check_pred_type
 from .models import UNet, UNetConfig, make_unet
 from .ema import EMACallback
-from .distributed import check_launch, init_distributed, is_distributed, is_main_process, distributed, DistributedDL
+from .distributed import check_launch, init_distributed, is_main_process, distributed, DistributedDL
 
 # %% auto #0
 __all__ = ['RUN_FORMAT', 'CKPT_FILES', 'min_snr_weights', 'weighted_mse', 'drop_labels', 'NonFiniteLossError', 'find_cb',
@@ -90,14 +90,16 @@ class DDPMCallback(Callback):
     def before_validate(self): self._pos = 0
 
     def valid_noise(self, x0: Tensor) -> tuple[Tensor, Tensor]:
-        "(t, eps) of the validation images in this batch: fixed per image (its place in the validation set)"
+        "(t, eps) of the validation images in this batch: fixed per image, by its place i in the validation set"
         dl, n = self.dl, len(self.dl.dataset)
-        if getattr(self, '_vnoise', None) is None or self._vnoise[1].shape != (n, *x0.shape[1:]) or self._vnoise[0].max() >= self.sched.T:
-            g = torch.Generator().manual_seed(self.valid_seed)      # on the CPU: the same numbers on every device
-            self._vnoise = (torch.randint(0, self.sched.T, (n,), generator=g), torch.randn((n, *x0.shape[1:]), generator=g))
         start = dl.rank * dl.n_padded // dl.world_size if isinstance(dl, DistributedDL) else 0   # this process's shard
-        idx = (start + self._pos + torch.arange(len(x0))) % n; self._pos += len(x0)
-        return self._vnoise[0][idx].to(x0.device), self._vnoise[1][idx].to(x0.device)
+        ts, eps = [], []
+        for i in range(start + self._pos, start + self._pos + len(x0)):
+            g = torch.Generator().manual_seed(self.valid_seed * 1_000_003 + i % n)     # one small CPU generator per image:
+            ts.append(torch.randint(0, self.sched.T, (1,), generator=g))               # the same numbers on every device,
+            eps.append(torch.randn(x0.shape[1:], generator=g))                         # and nothing kept between validations
+        self._pos += len(x0)
+        return torch.cat(ts).to(x0.device), torch.stack(eps).to(x0.device)
 
     def before_batch(self):
         x0, y = self.xb[0], self.yb[0]
