@@ -1,6 +1,6 @@
 """A short conditional training run for test_distributed.py. Run it with python (one process) or under
 `accelerate launch --multi_gpu --num_processes N` (N processes): each rank writes what the test compares into DUMP."""
-import json, sys
+import json, os, sys
 from pathlib import Path
 import torch
 from safetensors.torch import save_file
@@ -9,7 +9,7 @@ from ddpm_course.ema import EMACallback
 from ddpm_course.distributed import distributed, launch_info
 
 out, dump = Path(sys.argv[1]), Path(sys.argv[2])
-cfg = TrainConfig(preset='tiny', conditional=True, n=300, epochs=1, bs=32, lr=2e-3, seed=0, wandb='offline', sample_every=1, n_samples=4)
+cfg = TrainConfig(preset='tiny', conditional=True, n=300, epochs=1, bs=32, lr=2e-3, seed=int(os.environ.get('DIST_JOB_SEED', 0)), wandb='offline', sample_every=1, n_samples=4)
 rank = launch_info()['rank']
 
 # the validation loss of the untrained model: the same images, the same noise, however many processes

@@ -64,8 +64,9 @@ def test_matches_one_process_with_the_same_global_batch(runs):
     # the same images with the same noise, and the ranks' losses averaged: the untrained model's validation loss is the same number
     assert abs(one['valid_untrained'] - two['valid_untrained']) < 1e-5 * one['valid_untrained']
     assert one['ema_steps'] == two['ema_steps'] > 0                        # as many optimizer steps (and EMA updates) per epoch
-    # training draws other noise on two ranks, so the losses after one epoch differ a little: measured 0.8% (train) and 1.7% (valid)
-    for k in ('train_loss', 'valid_loss'): assert abs(one[k] - two[k]) < 0.05 * one[k], (k, one[k], two[k])
+    # Training draws other noise on two ranks, so the losses after one epoch (8 steps) differ by chance. Measured on seeds 0-3:
+    # |difference| up to 3.6% (train) and 6.3% (valid); one process alone, over 6 noise seeds, spans 10% (train) and 4% (valid).
+    for k in ('train_loss', 'valid_loss'): assert abs(one[k] - two[k]) < 0.10 * one[k], (k, one[k], two[k])
 
 
 def test_resume_under_two_processes(runs, tmp_path):
