@@ -4,12 +4,14 @@
 
 # %% ../nbs/10_distributed.ipynb #8541a026
 from __future__ import annotations
-import os, socket
+import os, warnings
 from contextlib import contextmanager
 from datetime import timedelta
 import torch
 import torch.distributed as dist
 from torch import nn
+# fastai 2.8 decorates a few layers with torch.jit.script, which torch 2.10+ marks deprecated; the warning is noise to a learner
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
 from fastai.learner import Learner
 from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import rank_distrib, num_distrib
