@@ -14,7 +14,7 @@ from torch import nn
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
 from fastai.learner import Learner
 from fastai.callback.progress import ProgressCallback
-from fastai.torch_core import rank_distrib, num_distrib
+from fastai.torch_core import default_device
 
 # %% auto #0
 __all__ = ['launch_info', 'is_distributed', 'is_main_process', 'check_launch', 'init_distributed', 'DistDL', 'DDPTrainer',
@@ -36,6 +36,10 @@ def is_main_process() -> bool:
     return launch_info()['rank'] == 0
 
 # %% ../nbs/10_distributed.ipynb #f3f9b2ba
+def _device(device=None) -> torch.device:
+    "`device`, or fastai's default (the current GPU when there is one), which `get_dls` uses too"
+    return torch.device(device) if device is not None else default_device()
+
 def check_launch(bs: int,              # the global batch size (--bs)
                  device=None,          # the device of training; GPUs are counted when it is cuda
                  info: dict | None = None) -> int:
@@ -47,8 +51,7 @@ def check_launch(bs: int,              # the global batch size (--bs)
                          "start the job with `accelerate launch --num_processes N` (or torchrun) instead of setting the variables by hand")
     if not 0 <= i['local_rank'] < i['local_world_size']:
         raise ValueError(f"LOCAL_RANK={i['local_rank']} but LOCAL_WORLD_SIZE={i['local_world_size']}: the launch environment is inconsistent")
-    dev = torch.device(device) if device is not None else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if ws > 1 and dev.type == 'cuda':
+    if ws > 1 and _device(device).type == 'cuda':
         n_gpu = torch.cuda.device_count()
         if i['local_world_size'] > n_gpu:
             raise ValueError(f"{i['local_world_size']} processes were started on this machine but it has {n_gpu} GPU(s): "
@@ -64,7 +67,7 @@ def init_distributed(device=None, timeout_s: float | None = None):
     "Join the process group of a multi-process launch (gloo on CPU, NCCL on GPUs); nothing in a single process"
     if not is_distributed() or dist.is_initialized(): return
     i = launch_info()
-    dev = torch.device(device) if device is not None else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    dev = _device(device)
     if dev.type == 'cuda': torch.cuda.set_device(i['local_rank'])
     timeout = float(timeout_s if timeout_s is not None else os.environ.get('DDPM_DIST_TIMEOUT', 300))
     try: dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', timeout=timedelta(seconds=timeout))

@@ -16,7 +16,7 @@ from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
 
 # %% auto #0
-__all__ = ['check_decay', 'ema_decay', 'model_tensors', 'EMA', 'EMACallback']
+__all__ = ['check_decay', 'ema_decay', 'unwrap', 'model_tensors', 'EMA', 'EMACallback']
 
 # %% ../nbs/04_ema.ipynb #22370f25
 def check_decay(decay: float) -> float:
@@ -34,7 +34,7 @@ def ema_decay(k: int,               # number of updates made so far
     return min(decay, (1 + k) / (10 + k)) if warmup else decay
 
 # %% ../nbs/04_ema.ipynb #c5668c5d
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     "The module inside `torch.compile`'s and DistributedDataParallel's wrappers (or `model` itself)"
     while True:
         inner = getattr(model, '_orig_mod', None) or (model.module if isinstance(model, nn.parallel.DistributedDataParallel) else None)
@@ -43,7 +43,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def model_tensors(model: nn.Module) -> dict[str, Tensor]:
     "Parameters and persistent buffers of `model` by `state_dict` name: the live tensors, not copies"
-    return _unwrap(model).state_dict(keep_vars=True)
+    return unwrap(model).state_dict(keep_vars=True)
 
 def _shadow_dtype(t: Tensor) -> torch.dtype:
     "fp32 for 16-bit floats (small steps would round away), the tensor's own dtype otherwise"

@@ -22,17 +22,17 @@ from fastai.optimizer import OptimWrapper
 from safetensors.torch import save_file, load_file
 from .schedules import NoiseSchedule, make_schedule, q_sample, target_for, ddpm_sample, check_pred_type
 from .models import UNet, UNetConfig, make_unet
-from .ema import EMACallback
+from .ema import EMACallback, unwrap      # unwrap: the model under torch.compile's and DDP's wrappers (chapter 04)
 from .distributed import check_launch, init_distributed, is_main_process, distributed, DistributedDL
 
 # %% auto #0
 __all__ = ['RUN_FORMAT', 'CKPT_FILES', 'min_snr_weights', 'weighted_mse', 'drop_labels', 'NonFiniteLossError', 'find_cb',
-           'unwrap', 'is_conditional', 'DDPMCallback', 'resolve_precision', 'model_denoiser', 'autocast_for',
-           'model_config', 'sample_images', 'split_tensors', 'join_tensors', 'write_json_atomic', 'write_text_atomic',
-           'weights_of', 'save_checkpoint', 'latest_checkpoint', 'read_config', 'check_same_architecture',
-           'load_weights', 'load_run', 'rng_state', 'set_rng_state', 'CheckpointCallback', 'load_training_state',
-           'ResumeCallback', 'SampleCallback', 'wandb_logged_in', 'wandb_mode', 'make_wandb_callback', 'TrainConfig',
-           'maybe_compile', 'ddpm_learner', 'build_run', 'run_config', 'train', 'resume']
+           'is_conditional', 'DDPMCallback', 'resolve_precision', 'model_denoiser', 'autocast_for', 'model_config',
+           'sample_images', 'split_tensors', 'join_tensors', 'write_json_atomic', 'write_text_atomic', 'weights_of',
+           'save_checkpoint', 'latest_checkpoint', 'read_config', 'check_same_architecture', 'load_weights', 'load_run',
+           'rng_state', 'set_rng_state', 'CheckpointCallback', 'load_training_state', 'ResumeCallback',
+           'SampleCallback', 'wandb_logged_in', 'wandb_mode', 'make_wandb_callback', 'TrainConfig', 'maybe_compile',
+           'ddpm_learner', 'build_run', 'run_config', 'train', 'resume']
 
 # %% ../nbs/05_unconditional.ipynb #22940d50
 def min_snr_weights(t: Tensor, sched: NoiseSchedule, pred_type: str = 'eps', gamma: float | None = None) -> Tensor:
@@ -61,13 +61,6 @@ class NonFiniteLossError(RuntimeError): pass
 def find_cb(learn: Learner, cls: type):
     "The first callback of type `cls` in `learn`, or None"
     return next((c for c in learn.cbs if isinstance(c, cls)), None)
-
-def unwrap(model: nn.Module) -> nn.Module:
-    "The module under the wrappers of `torch.compile` (`_orig_mod`) and DistributedDataParallel (`module`)"
-    while True:
-        inner = getattr(model, '_orig_mod', None) or (model.module if isinstance(model, nn.parallel.DistributedDataParallel) else None)
-        if inner is None: return model
-        model = inner
 
 def is_conditional(model: nn.Module) -> bool:
     "Does `model` take class labels?"

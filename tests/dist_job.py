@@ -4,7 +4,7 @@ import json, os, sys
 from pathlib import Path
 import torch
 from safetensors.torch import save_file
-from ddpm_course.training import TrainConfig, train, build_run, ddpm_learner, weights_of, find_cb, unwrap
+from ddpm_course.training import TrainConfig, train, build_run, ddpm_learner, weights_of, find_cb
 from ddpm_course.ema import EMACallback
 from ddpm_course.distributed import distributed, launch_info
 

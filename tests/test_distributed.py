@@ -81,7 +81,6 @@ def test_resume_under_two_processes(runs, tmp_path):
 
 
 def test_batch_that_does_not_divide_is_refused_at_once(tmp_path):
-    t0 = time.time()
     r = _launch(2, '-m', 'ddpm_course.cli', 'train', '--device', 'cpu', '--preset', 'tiny', '--bs', '31', '--out', tmp_path/'r', '--wandb', 'off', timeout=300)
     assert r.returncode != 0 and 'the global batch size 31 does not divide among 2 processes' in r.stderr, r.stderr[-2000:]
     assert not (tmp_path/'r').exists()
