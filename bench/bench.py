@@ -33,10 +33,11 @@ warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
 import seed_reference as seed                                          # noqa: E402
 from ddpm_course.models import make_unet                               # noqa: E402
 from ddpm_course.schedules import make_schedule, q_sample              # noqa: E402
-from ddpm_course.training import weighted_mse, resolve_precision, drop_labels   # noqa: E402
+from ddpm_course.training import weighted_mse, drop_labels                 # noqa: E402
+from ddpm_course.diffusion import Diffusion, resolve_precision            # noqa: E402
 from ddpm_course.ema import EMA                                        # noqa: E402
-from ddpm_course.samplers import make_sampler                          # noqa: E402
-from ddpm_course.conditional import guided_denoiser                    # noqa: E402
+from ddpm_course.sampling import sample, start_noise                   # noqa: E402
+from ddpm_course.data import to_unit, to_uint8                          # noqa: E402
 
 NUM_CLASSES, T = 10, 1000
 aten = torch.ops.aten
@@ -260,13 +261,11 @@ def seed_sample(model, labels, img_size, device, beta, alpha, alpha_hat, cfg_sca
     return x
 
 def course_sample(model, y, img_size, device, steps, guidance, autocast, channels_last):
-    sampler = make_sampler('ddim', steps=steps)
-    sched = make_schedule('linear', T=T).to(device)
+    d = Diffusion(model, make_schedule('linear', T=T), 'eps')          # the seed's schedule and objective
+    x_T = start_noise((len(y), 3, img_size, img_size), device=device)
+    if channels_last: x_T = x_T.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast():
-        x_T = torch.randn(len(y), 3, img_size, img_size, device=device)
-        if channels_last: x_T = x_T.contiguous(memory_format=torch.channels_last)
-        x0 = sampler(guided_denoiser(model, y, guidance), x_T, sched)
-        return ((x0.float().clamp(-1, 1) + 1) / 2 * 255).round().to(torch.uint8)
+        return to_uint8(to_unit(sample(d, labels=y, guidance=guidance, sampler='ddim', steps=steps, x_T=x_T)))
 
 def measure_sampling(args, device, mem, log=print):
     S, n = args.sample_size, args.sample_n
@@ -391,7 +390,7 @@ def markdown(results, args) -> str:
     ]
     if sm:
         notes.append(f"Sampling: untrained weights (speed does not depend on them), labels 0..{sm['n'] - 1}, guidance {sm['guidance']:g} "
-                     "(the seed's cfg_scale: one conditional and one unconditional call per step; the course's guided_denoiser: one call on "
+                     "(the seed's cfg_scale: one conditional and one unconditional call per step; the course's Diffusion.guided: one call on "
                      "a doubled batch), torch.inference_mode(), " + ('bf16 autocast for the course, fp32 for the seed (it has no autocast)'
                                                                      if dev.startswith('cuda') else 'fp32') + ". "
                      + ("The seed's time is extrapolated linearly in steps from the steps actually run (--seed-sample-steps). " if sm['seed'].get('extrapolated') else '')

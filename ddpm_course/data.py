@@ -5,8 +5,6 @@
 # %% ../nbs/01_data.ipynb #830cb455
 from __future__ import annotations
 import socket, warnings
-# fastai 2.8 decorates a few layers with torch.jit.script, which torch 2.10+ marks deprecated; the warning is noise to a learner
-warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
 from pathlib import Path
 import numpy as np
 import torch
@@ -14,14 +12,20 @@ import torch.nn.functional as F
 from torch import Tensor
 from PIL import Image, ImageDraw, UnidentifiedImageError
 import matplotlib.pyplot as plt
-from fastai.data.core import DataLoaders
-from fastai.data.load import DataLoader
-from fastai.torch_core import default_device
+with warnings.catch_warnings():    # fastai 2.8 marks a few layers with torch.jit.script, which torch 2.10+ deprecates: noise to a learner
+    warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    from fastai.learner import Learner
+    from fastai.optimizer import Adam
+    from fastai.torch_core import default_device
+from torch import nn
 
 # %% auto #0
-__all__ = ['SHAPES', 'IMG_EXTS', 'DATASETS', 'ImageDataset', 'check_size', 'load_digits_images', 'to_uint8', 'draw_shape',
-           'make_shapes', 'load_folder', 'load_torchvision', 'load_images', 'split', 'get_dls', 'show_images',
-           'image_grid', 'save_grid']
+__all__ = ['SHAPES', 'IMG_EXTS', 'DATASETS', 'ImageDataset', 'to_unit', 'to_model_range', 'resolve_device', 'check_size',
+           'load_digits_images', 'to_uint8', 'draw_shape', 'make_shapes', 'load_folder', 'load_torchvision',
+           'load_images', 'split', 'get_dls', 'show_images', 'image_grid', 'save_grid', 'class_rows', 'per_class_grid',
+           'SmallClassifier', 'train_classifier', 'classify']
 
 # %% ../nbs/01_data.ipynb #7042fab6
 class ImageDataset(torch.utils.data.Dataset):
@@ -32,6 +36,21 @@ class ImageDataset(torch.utils.data.Dataset):
         self.images, self.labels, self.classes = images, labels.long(), list(classes)
     def __len__(self): return len(self.images)
     def __getitem__(self, i): return self.images[i].float() / 127.5 - 1, self.labels[i]
+
+# %% ../nbs/01_data.ipynb #ffc325a4
+def to_unit(x: Tensor, value_range=(-1, 1)) -> Tensor:
+    "Images as float in [0, 1]: uint8 is read as 0..255, floats as `value_range` (the model's [-1, 1] by default), clamped"
+    if x.dtype == torch.uint8: return x.float() / 255
+    lo, hi = value_range
+    return ((x.detach().float() - lo) / (hi - lo)).clamp(0, 1)
+
+def to_model_range(x: Tensor, value_range=(0, 1)) -> Tensor:
+    "Images in [-1, 1], what the models and the judge are trained on, from uint8 or floats in `value_range`"
+    return to_unit(x, value_range) * 2 - 1
+
+def resolve_device(device=None) -> torch.device:
+    "`device` as a torch.device, or fastai's default when None: the current GPU when there is one, else the CPU"
+    return torch.device(device) if device is not None else default_device()
 
 # %% ../nbs/01_data.ipynb #175244f5
 def check_size(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -205,20 +224,12 @@ def get_dls(name: str | Path = 'digits',    # a name in `DATASETS`, or a folder 
     train_idx, valid_idx = split(len(x), valid_pct, seed)
     if len(train_idx) < 1: raise ValueError(f"{name} has {len(x)} images: too few to train on")
     train_ds, valid_ds = ImageDataset(x[train_idx], y[train_idx], classes), ImageDataset(x[valid_idx], y[valid_idx], classes)
-    device = default_device() if device is None else torch.device(device)     # fastai's default: the GPU when there is one
+    device = resolve_device(device)
     dls = DataLoaders(DataLoader(train_ds, bs=bs, shuffle=True, drop_last=len(train_ds) >= bs, device=device),
                       DataLoader(valid_ds, bs=bs, shuffle=False, drop_last=False, device=device))
     for dl in dls.loaders: dl.n_inp = 1                                        # one input (the images), as fastai's TfmdDL says
     dls.vocab, dls.c, dls.n_channels, dls.img_size, dls.name = classes, len(classes), x.shape[1], tuple(x.shape[-2:]), str(name)
     return dls
-
-# %% ../nbs/01_data.ipynb #ffc325a4
-def _to_hwc(x: Tensor, value_range=(-1, 1)) -> np.ndarray:
-    "Float (C, H, W) image in `value_range` (or uint8) to a numpy (H, W, C) array in [0, 1]"
-    x = x.detach().float().cpu()
-    if x.dtype == torch.uint8: x = x / 255
-    else: x = (x - value_range[0]) / (value_range[1] - value_range[0])
-    return x.clamp(0, 1).permute(1, 2, 0).numpy()
 
 # %% ../nbs/01_data.ipynb #72988d8d
 def show_images(x: Tensor,                  # images (B, C, H, W): float in `value_range`, or uint8
@@ -227,13 +238,12 @@ def show_images(x: Tensor,                  # images (B, C, H, W): float in `val
                 value_range=(-1, 1),
                 figsize=None, suptitle: str | None = None):
     "Draw a grid of images with matplotlib; returns the figure"
-    if x.dtype == torch.uint8: x = x.float() / 255; value_range = (0, 1)
     n = len(x); nrow = nrow or int(np.ceil(np.sqrt(n))); ncol_rows = int(np.ceil(n / nrow))
     fig, axs = plt.subplots(ncol_rows, nrow, figsize=figsize or (nrow * 1.1, ncol_rows * (1.1 + 0.25 * bool(titles))), squeeze=False)
     for i, ax in enumerate(axs.flat):
         ax.axis('off')
         if i >= n: continue
-        img = _to_hwc(x[i], value_range)
+        img = to_unit(x[i], value_range).cpu().permute(1, 2, 0).numpy()        # (C, H, W) -> (H, W, C)
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap='gray', vmin=0, vmax=1)
         if titles: ax.set_title(str(titles[i]), fontsize=8)
     if suptitle: fig.suptitle(suptitle)
@@ -244,8 +254,7 @@ def show_images(x: Tensor,                  # images (B, C, H, W): float in `val
 def image_grid(x: Tensor, nrow: int | None = None, value_range=(-1, 1), pad: int = 2) -> Image.Image:
     "A PIL image of a grid of images (B, C, H, W) in `value_range`, `nrow` per row"
     import torchvision.utils as vutils
-    if x.dtype == torch.uint8: x, value_range = x.float() / 255, (0, 1)
-    x = ((x.detach().float().cpu() - value_range[0]) / (value_range[1] - value_range[0])).clamp(0, 1)
+    x = to_unit(x.cpu(), value_range)
     g = vutils.make_grid(x, nrow=nrow or int(np.ceil(np.sqrt(len(x)))), padding=pad, pad_value=1.)
     arr = to_uint8(g).permute(1, 2, 0).numpy()
     return Image.fromarray(arr[..., 0] if x.shape[1] == 1 else arr)
@@ -255,3 +264,49 @@ def save_grid(x: Tensor, path: str | Path, nrow: int | None = None, value_range=
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     image_grid(x, nrow, value_range).save(path)
     return path
+
+# %% ../nbs/01_data.ipynb #pcg00002
+def class_rows(num_classes: int, per_class: int) -> Tensor:
+    "Labels 0,0,..,1,1,..: `per_class` of each class, one grid row per class"
+    return torch.arange(num_classes).repeat_interleave(per_class)
+
+def per_class_grid(x: Tensor, y: Tensor, n_classes: int, k: int = 10) -> Tensor:
+    "The first `k` images of each class, class by class: (n_classes * k, C, H, W); a short class is padded with black"
+    rows = []
+    for c in range(n_classes):
+        xc = x[y == c][:k]
+        if len(xc) < k: xc = torch.cat([xc, xc.new_zeros(k - len(xc), *x.shape[1:])])
+        rows.append(xc)
+    return torch.cat(rows)
+
+# %% ../nbs/01_data.ipynb #judge0002
+def _conv(ci, co, stride=1): return nn.Sequential(nn.Conv2d(ci, co, 3, stride, 1, bias=False), nn.BatchNorm2d(co), nn.ReLU())
+
+class SmallClassifier(nn.Module):
+    "A small CNN for images in [-1, 1]; `features` gives its penultimate, 128-dimensional representation"
+    def __init__(self, c_in: int = 1, n_classes: int = 10, width: int = 32):
+        super().__init__()
+        self.body = nn.Sequential(_conv(c_in, width), _conv(width, width), _conv(width, 2 * width, 2), _conv(2 * width, 2 * width),
+                                  _conv(2 * width, 4 * width, 2), _conv(4 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(4 * width, n_classes))
+        self.n_classes, self.c_in = n_classes, c_in
+    def features(self, x: Tensor) -> Tensor: return self.body(x)          # (B, C, H, W) -> (B, 4 * width)
+    def forward(self, x: Tensor) -> Tensor: return self.head(self.body(x))
+
+def train_classifier(dls, epochs: int = 8, lr: float = 1e-2, width: int = 32) -> nn.Module:
+    "Train a `SmallClassifier` on `dls` (images in [-1, 1], labels) with fastai's one-cycle; returns the model in eval mode"
+    from fastai.metrics import accuracy
+    import fastai.callback.schedule                                    # fit_one_cycle
+    model = SmallClassifier(dls.n_channels, dls.c, width)
+    learn = Learner(dls, model, loss_func=nn.CrossEntropyLoss(), opt_func=Adam, metrics=accuracy)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(epochs, lr)
+        model.valid_accuracy = float(learn.validate()[1])
+    return model.eval()
+
+@torch.no_grad()
+def classify(clf: nn.Module, x: Tensor, value_range=(0, 1), bs: int = 512) -> Tensor:
+    "Predicted labels (B,) of images x (B, C, H, W) in `value_range` (uint8 is read as 0..255)"
+    dev = next(clf.parameters()).device; clf.eval()
+    x = to_model_range(x, value_range)                                   # what it was trained on
+    return torch.cat([clf(x[i:i + bs].to(dev)).argmax(1).cpu() for i in range(0, len(x), bs)])

@@ -4,14 +4,13 @@
 
 # %% ../nbs/04_ema.ipynb #87b20590
 from __future__ import annotations
-import numbers, warnings
-# fastai 2.8 decorates a few layers with torch.jit.script, which torch 2.10+ marks deprecated; the warning is noise to a learner
-warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+import numbers
 from contextlib import contextmanager
 from collections import OrderedDict
 import torch
 from torch import nn, Tensor
 from fastcore.basics import patch
+import ddpm_course.data          # (first: chapter 01 imports fastai without its torch.jit deprecation noise, and no global filter)
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
 

@@ -8,13 +8,12 @@ import copy, math
 import numpy as np
 import torch
 from torch import Tensor
-from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'PRED_TYPES', 'VARIANCES', 'check_betas', 'NoiseSchedule', 'check_T', 'betas_from_alpha_bar',
            'linear_betas', 'cosine_betas', 'sigmoid_betas', 'rescale_zero_terminal_snr', 'make_schedule',
            'check_timesteps', 'extract', 'sample_timesteps', 'q_sample', 'check_pred_type', 'target_for', 'pred_to_x0',
-           'pred_to_eps', 'ddpm_step', 'ddpm_sample', 'gaussian_denoiser']
+           'pred_to_eps', 'check_variance', 'ddpm_step', 'gaussian_denoiser']
 
 # %% ../nbs/02_noise_schedules.ipynb #e73015d9
 _FIELDS = ('betas', 'alphas', 'alpha_bar', 'alpha_bar_prev', 'sqrt_alpha_bar', 'sqrt_one_minus_alpha_bar', 'snr', 'log_snr',
@@ -189,7 +188,7 @@ def check_pred_type(pred_type: str) -> str:
     if pred_type not in PRED_TYPES: raise ValueError(f"unknown pred_type {pred_type!r}; the model predicts one of {PRED_TYPES}: the noise, the clean image, or v")
     return pred_type
 
-def target_for(x0: Tensor, eps: Tensor, t: Tensor | int, sched: NoiseSchedule, pred_type: str = 'eps') -> Tensor:
+def target_for(x0: Tensor, eps: Tensor, t: Tensor | int, sched: NoiseSchedule, pred_type: str) -> Tensor:
     "The training target for `pred_type`: eps, x0, or v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (Salimans & Ho 2022, sec. 4)"
     if check_pred_type(pred_type) == 'eps': return eps
     if pred_type == 'x0': return x0
@@ -201,7 +200,7 @@ def pred_to_x0(pred: Tensor,        # the model's output, (B, C, H, W)
                x_t: Tensor,         # its input, (B, C, H, W)
                t: Tensor | int,     # the timesteps of x_t, (B,) or one int
                sched: NoiseSchedule,
-               pred_type: str = 'eps') -> Tensor:  # what `pred` is: 'eps', 'x0' or 'v'
+               pred_type: str) -> Tensor:  # what `pred` is: 'eps', 'x0' or 'v'
     "The clean image implied by a prediction: x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (Ho et al. 2020, eq. 15), or from v"
     if check_pred_type(pred_type) == 'x0': return pred
     t = check_timesteps(t, sched)
@@ -212,7 +211,7 @@ def pred_to_x0(pred: Tensor,        # the model's output, (B, C, H, W)
                          f"so x_t is pure noise and x0 = (x_t - eps) / 0. Train and sample with pred_type='v' or 'x0' on this schedule.")
     return (x_t - s1ab * pred) / sab
 
-def pred_to_eps(pred: Tensor, x_t: Tensor, t: Tensor | int, sched: NoiseSchedule, pred_type: str = 'eps') -> Tensor:
+def pred_to_eps(pred: Tensor, x_t: Tensor, t: Tensor | int, sched: NoiseSchedule, pred_type: str) -> Tensor:
     "The noise implied by a prediction: eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t), or eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v"
     if check_pred_type(pred_type) == 'eps': return pred
     t = check_timesteps(t, sched)
@@ -223,61 +222,33 @@ def pred_to_eps(pred: Tensor, x_t: Tensor, t: Tensor | int, sched: NoiseSchedule
 # %% ../nbs/02_noise_schedules.ipynb #3fb46f45
 VARIANCES = ('beta', 'beta_tilde')
 
-def ddpm_step(pred: Tensor,               # the model's prediction at (x_t, t), (B, C, H, W)
+def check_variance(variance: str) -> str:
+    "Check that `variance` is one of `VARIANCES`"
+    if variance not in VARIANCES: raise ValueError(f"unknown variance {variance!r}; choose one of {VARIANCES}")
+    return variance
+
+def ddpm_step(x0_hat: Tensor,             # the predicted clean image at (x_t, t), (B, C, H, W), clipped or not
               x_t: Tensor,                # the current sample, (B, C, H, W)
               t: int,                     # the current step, T-1 down to 0
               sched: NoiseSchedule,
-              pred_type: str = 'eps',     # what the model predicts: 'eps', 'x0' or 'v'
               variance: str = 'beta',     # sigma_t^2: 'beta' (beta_t) or 'beta_tilde' (the posterior variance)
-              clip_x0: float | None = 1.0,  # clamp the predicted x0 to [-clip_x0, clip_x0]; None: no clamp
               noise: Tensor | None = None,  # z; drawn if not given
               generator: torch.Generator | None = None,
               ) -> Tensor:                # x_{t-1}, (B, C, H, W)
     "One reverse step: x_{t-1} = mu-tilde(x_t, x0_hat) + sigma_t z, and no noise at t = 0 (Ho et al. 2020, eqs. 6-7 and Algorithm 2)"
-    if variance not in VARIANCES: raise ValueError(f"unknown variance {variance!r}; choose one of {VARIANCES}")
+    check_variance(variance)
     t = int(check_timesteps(t, sched))
-    x0_hat = pred_to_x0(pred, x_t, t, sched, pred_type)
-    if clip_x0 is not None: x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
     mean = extract(sched.posterior_mean_coef1, t, x_t) * x0_hat + extract(sched.posterior_mean_coef2, t, x_t) * x_t
     if t == 0: return mean
     log_var = sched.betas[t].log() if variance == 'beta' else sched.posterior_log_variance_clipped[t]
     if noise is None: noise = _randn(x_t.shape, generator, x_t.device)
     return mean + (0.5 * log_var).exp().to(x_t.device) * noise
 
-# %% ../nbs/02_noise_schedules.ipynb #ad3a6cf2
-@torch.no_grad()
-def ddpm_sample(denoise_fn,                  # (x_t (B, C, H, W), t int64 (B,)) -> prediction (B, C, H, W)
-                shape: tuple | None,         # (B, C, H, W) of the samples; may be None when x_T is given
-                sched: NoiseSchedule,
-                pred_type: str = 'eps',      # what denoise_fn predicts: 'eps', 'x0' or 'v'
-                variance: str = 'beta',      # 'beta' or 'beta_tilde', see `ddpm_step`
-                clip_x0: float | None = 1.0,  # clamp each predicted x0 to [-clip_x0, clip_x0]; None: no clamp
-                generator: torch.Generator | None = None,
-                x_T: Tensor | None = None,   # the starting noise; drawn if not given
-                device=None,                 # where to sample when x_T is None; the generator's device, else the schedule's, when None
-                progress: bool = False,      # show a progress bar
-                ) -> Tensor:                 # x_0, (B, C, H, W)
-    "Sample by the full reverse chain t = T-1, ..., 0 from pure noise (Ho et al. 2020, Algorithm 2)"
-    check_pred_type(pred_type)
-    if x_T is not None:
-        if shape is not None and tuple(shape) != tuple(x_T.shape): raise ValueError(f"shape {tuple(shape)} does not match x_T's {tuple(x_T.shape)}")
-        x, device = x_T, x_T.device
-    else:
-        if shape is None: raise ValueError("give the shape (B, C, H, W) of the samples, or the starting noise x_T")
-        device = torch.device(device) if device is not None else generator.device if generator is not None else sched.betas.device
-        x = _randn(tuple(shape), generator, device)
-    sched = sched.to(device)                                              # look-ups on the sampling device, once
-    steps = range(sched.T - 1, -1, -1)
-    for t in (progress_bar(steps) if progress else steps):
-        pred = denoise_fn(x, torch.full((x.shape[0],), t, dtype=torch.long, device=device))
-        x = ddpm_step(pred, x, t, sched, pred_type, variance, clip_x0, generator=generator)
-    return x
-
 # %% ../nbs/02_noise_schedules.ipynb #02488369
 def gaussian_denoiser(mu: float | Tensor,   # the data's mean, a number or per pixel (C, H, W)
                       sigma: float | Tensor,  # the data's standard deviation, a number or per pixel; 0 is one point
                       sched: NoiseSchedule,
-                      pred_type: str = 'eps'):  # what the returned function predicts: 'eps', 'x0' or 'v'
+                      pred_type: str):        # what the returned function predicts: 'eps', 'x0' or 'v'
     "The optimal `denoise_fn(x_t, t)` for data x0 ~ N(mu, sigma^2) per pixel: the conditional mean of eps, x0 or v given x_t"
     check_pred_type(pred_type)
     def denoise_fn(x_t: Tensor, t: Tensor) -> Tensor:

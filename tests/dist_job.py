@@ -4,9 +4,10 @@ import json, os, sys
 from pathlib import Path
 import torch
 from safetensors.torch import save_file
-from ddpm_course.training import TrainConfig, train, build_run, ddpm_learner, weights_of, find_cb
+from ddpm_course.training import TrainConfig, train, build_run, ddpm_learner, launch_info
+from ddpm_course.runs import weights_of, find_cb
 from ddpm_course.ema import EMACallback
-from ddpm_course.distributed import distributed, launch_info
+from ddpm_course.distributed import distributed
 
 out, dump = Path(sys.argv[1]), Path(sys.argv[2])
 cfg = TrainConfig(preset='tiny', conditional=True, n=300, epochs=1, bs=32, lr=2e-3, seed=int(os.environ.get('DIST_JOB_SEED', 0)), wandb='offline', sample_every=1, n_samples=4)
@@ -18,7 +19,7 @@ dls, model, sched = build_run(cfg, 'cpu')
 learn0 = ddpm_learner(model, dls, sched, cfg)
 with distributed(learn0): v0 = float(learn0.validate()[0])
 
-learn = train(cfg, out, device='cpu', quiet=True)
+learn = train(cfg, out, device='cpu', quiet=True, fit_context=distributed)
 ema = find_cb(learn, EMACallback).ema
 dump.mkdir(parents=True, exist_ok=True)
 save_file({**{f'model.{k}': v for k, v in weights_of(learn.model).items()},

@@ -1,34 +1,62 @@
 "The `ddpm_course` command: the installed entry point works, every flag is in --help, and bad input exits with a message, not a traceback."
 import subprocess, sys, shutil
+from dataclasses import fields
 from pathlib import Path
+import numpy as np
 import pytest
+import torch
 from PIL import Image
-from ddpm_course.cli import main, make_parser
+import ddpm_course.cli as cli
+from ddpm_course.cli import main, make_parser, flag_names, field_docs
+from ddpm_course.data import to_unit, to_uint8
+from ddpm_course.runs import load_run
+from ddpm_course.sampling import sample
+from ddpm_course.training import TrainConfig
 
 EXE = shutil.which('ddpm_course') or str(Path(sys.executable).parent/'ddpm_course')
+TINY = ['--preset', 'tiny', '--epochs', '1', '--n', '200', '--T', '50', '--wandb', 'off', '--quiet']
+
+
+def _run(*args, timeout=300):
+    "`ddpm_course ARGS` in a real process"
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
 def test_installed_entry_point():
-    "One real process: the console script is installed and runs"
-    r = subprocess.run([EXE, 'train', '--help'], capture_output=True, text=True, timeout=300)
+    "One real process: the console script is installed, runs, and its train --help has a flag for every TrainConfig field"
+    r = _run('train', '--help')
     assert r.returncode == 0, r.stderr
     assert '--resume' in r.stdout and '--preset' in r.stdout
+    for f in fields(TrainConfig):
+        for flag in flag_names(f.name): assert f"{flag} " in r.stdout or f"{flag}," in r.stdout, flag
 
 
-def _help(cmd):
-    sub = next(a for a in make_parser()._actions if a.dest == 'command')
-    return sub.choices[cmd].format_help()
+def _sub(cmd):
+    return next(a for a in make_parser()._actions if a.dest == 'command').choices[cmd]
 
 
 @pytest.mark.parametrize('cmd, flags', [
-    ('train', ['--dataset', '--size', '--preset', '--epochs', '--bs', '--lr', '--wandb', '--out', '--resume', '--conditional', '--precision', '--compile']),
+    ('train', ['--dataset', '--size', '--preset', '--epochs', '--bs', '--batch-size', '--lr', '--wandb', '--out', '--resume', '--conditional',
+               '--no-conditional', '--precision', '--compile', '--valid-pct', '--zero-terminal-snr', '--n-samples', '--channels-last', '--T']),
     ('sample', ['--run', '--n', '--out', '--npz', '--steps', '--seed', '--label', '--per-class', '--guidance', '--sampler', '--eta']),
     ('grid', ['--dataset', '--size', '--per-class', '--out']),
     ('evaluate', ['--run', '--out', '--n-per-class', '--steps', '--sampler', '--guidance', '--guidance-scale', '--seed', '--clf-epochs']),
 ])
 def test_help_lists_every_flag(cmd, flags):
-    h = _help(cmd)
+    h = _sub(cmd).format_help()
     for f in flags: assert f in h, f"{f} missing from `ddpm_course {cmd} --help`"
+
+
+def test_train_has_a_flag_for_every_config_field():
+    "Each TrainConfig field: its flags, its comment as help, argparse default None, defined once"
+    acts, docs = [a for a in _sub('train')._actions], field_docs(TrainConfig)
+    for f in fields(TrainConfig):
+        mine = [a for a in acts if a.dest == f.name]
+        assert len(mine) == 1, f.name
+        a = mine[0]
+        assert set(flag_names(f.name)) <= set(a.option_strings) and a.default is None and a.help.startswith(docs[f.name]), f.name
+    opts = [o for a in acts for o in a.option_strings]
+    assert len(opts) == len(set(opts))
 
 
 def _shell(monkeypatch, *args):
@@ -54,3 +82,90 @@ def test_grid_writes_a_png(tmp_path, monkeypatch):
     code, _ = _shell(monkeypatch, 'grid', '--dataset', 'shapes', '--size', '16', '--per-class', '3', '--out', tmp_path/'s.png')
     assert code == 0
     assert Image.open(tmp_path/'s.png').size == (2 + 3 * 18, 2 + 4 * 18)
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    "A tiny conditional run (one epoch, 200 digits, T = 50), trained by the command line"
+    out = tmp_path_factory.mktemp('cli')/'run'
+    main(['train', '--out', str(out), *TINY])
+    return out
+
+
+@pytest.mark.parametrize('flags, named', [
+    (['--lr', '0.01'], '--lr 0.01 (the run has --lr 0.001)'),
+    (['--preset', 'small'], '--preset small (the run has --preset tiny)'),
+    (['--dataset', 'shapes'], '--dataset shapes (the run has --dataset digits)'),
+    (['--no-conditional'], '--no-conditional (the run has --conditional)'),
+])
+def test_resume_refuses_other_settings(run, monkeypatch, flags, named):
+    before = sorted(p.name for p in (run/'checkpoints').iterdir())
+    code, msg = _shell(monkeypatch, 'train', '--resume', '--out', run, '--epochs', '2', *flags)
+    assert code == 1 and named in msg and 'only --epochs may change' in msg, msg
+    assert sorted(p.name for p in (run/'checkpoints').iterdir()) == before
+
+
+def test_resume_refusal_is_a_message_not_a_traceback(run):
+    r = _run('train', '--resume', '--out', run, '--lr', '0.01', '--preset', 'small')
+    assert r.returncode != 0 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    assert '--lr 0.01 (the run has --lr 0.001)' in r.stderr and '--preset small (the run has --preset tiny)' in r.stderr
+
+
+def test_resume_accepts_the_saved_settings(run, monkeypatch, capsys):
+    code, msg = _shell(monkeypatch, 'train', '--resume', '--out', run, *TINY)     # the very flags it was trained with
+    assert code == 0, msg
+    assert 'has already trained 1 of 1 epochs' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('flags, msg', [
+    (['--out', 'x.jpgg'], '--out must name a .png file'),
+    (['--npz', 'x.png'], '--npz must name a .npz file'),
+    (['--n', '0'], '--n must be at least 1'),
+    (['--per-class', '0'], '--per-class must be at least 1'),
+    (['--steps', '-1'], '--steps must be at least 1'),
+    (['--label', '1', '--per-class', '2'], 'not both'),
+])
+def test_sample_is_refused_before_any_work(run, tmp_path, monkeypatch, flags, msg):
+    "Bad flags of `sample` are refused before the run is loaded or anything sampled"
+    def boom(*a, **k): raise AssertionError("loaded or sampled before the flags were checked")
+    monkeypatch.setattr(cli, 'load_run', boom); monkeypatch.setattr(cli, 'sample', boom)
+    monkeypatch.chdir(tmp_path)
+    code, err = _shell(monkeypatch, 'sample', '--run', run, *flags)
+    assert code == 1 and msg in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_sample_out_folder_that_cannot_be_made(run, tmp_path, monkeypatch):
+    (tmp_path/'file').write_text('not a folder')
+    code, err = _shell(monkeypatch, 'sample', '--run', run, '--out', tmp_path/'file'/'x.png')
+    assert code == 1 and 'cannot create its folder' in err, err
+
+
+def test_guidance_needs_labels(run, tmp_path, monkeypatch):
+    code, err = _shell(monkeypatch, 'sample', '--run', run, '--guidance', '2', '--out', tmp_path/'x.png')
+    assert code == 1 and '--guidance needs labels' in err, err
+
+
+def test_sample_equals_the_python_api(run, tmp_path):
+    "The command line and `sample` from Python give the same images for the same seed"
+    x = main(['sample', '--run', str(run), '--label', '3', '--n', '4', '--seed', '7', '--out', str(tmp_path/'g.png'), '--npz', str(tmp_path/'g.npz')])
+    z = np.load(tmp_path/'g.npz')
+    d, cfg = load_run(run)
+    ref = to_uint8(to_unit(sample(d, n=4, labels=3, seed=7)))
+    assert torch.equal(x, ref) and torch.equal(torch.from_numpy(z['images']).permute(0, 3, 1, 2), ref)
+    assert z['labels'].tolist() == [3] * 4
+    assert Image.open(tmp_path/'g.png').size == (2 + 2 * 18, 2 + 2 * 18)
+
+
+def test_sample_goes_through_runs_sampling_diffusion_only(run, tmp_path):
+    "A sampling request runs cli -> runs.load_run -> sampling.sample -> diffusion.predict, and nothing of training or later chapters"
+    args = make_parser().parse_args(['sample', '--run', str(run), '--per-class', '1', '--steps', '5', '--out', str(tmp_path/'p.png')])
+    called = set()
+    def prof(frame, event, arg):
+        if event == 'call': called.add(frame.f_globals.get('__name__'))
+    sys.setprofile(prof)
+    try: args.func(args)
+    finally: sys.setprofile(None)
+    mods = {m for m in called if m and m.startswith('ddpm_course.')}
+    assert {'ddpm_course.cli', 'ddpm_course.runs', 'ddpm_course.sampling', 'ddpm_course.diffusion'} <= mods, mods
+    assert not mods & {'ddpm_course.training', 'ddpm_course.conditional', 'ddpm_course.evaluation', 'ddpm_course.distributed'}, mods
