@@ -4,24 +4,24 @@
 
 # %% ../nbs/12_cli.ipynb #c69fadb7
 from __future__ import annotations
-import argparse, inspect, io, os, sys, textwrap, time, tokenize, types, typing
-from dataclasses import fields
+import argparse, errno, inspect, io, os, sys, textwrap, time, tokenize, types, typing
+from dataclasses import fields, replace
 from pathlib import Path
 import numpy as np
 import torch
-from .data import DATASETS, load_images, save_grid, to_unit, to_uint8, resolve_device, class_rows, per_class_grid
+from .data import load_images, save_grid, to_unit, to_uint8, resolve_device, resolve_dataset, class_rows, per_class_grid
 from .diffusion import DEFAULT_GUIDANCE, check_guidance
 from .sampling import SAMPLERS, sample
 from .runs import load_run, read_config
-from .training import TrainConfig, TRAIN_CHOICES, train, resume, SampleCallback, is_main_process, check_launch
+from .training import TrainConfig, TRAIN_CHOICES, train, resume, saved_config, SampleCallback, is_main_process, check_launch
 from .evaluation import evaluate_run
 from .distributed import distributed, init_distributed
 
 # %% auto #0
-__all__ = ['FLAG_ALIASES', 'CLI_DEFAULTS', 'DATA_FIELDS', 'RESUME_FLAGS', 'cmd_grid', 'field_docs', 'flag_names', 'flag_type',
-           'show_flag', 'config_defaults', 'add_config_args', 'given_config', 'train_config', 'resume_conflicts',
-           'check_resume_flags', 'cmd_train', 'check_output', 'check_sample_args', 'sample_labels', 'cmd_sample',
-           'cmd_evaluate', 'HelpFormatter', 'make_parser', 'main']
+__all__ = ['FLAG_ALIASES', 'CLI_DEFAULTS', 'DATA_FIELDS', 'RESUME_FLAGS', 'USER_ERRORS', 'OS_FIXES', 'cmd_grid', 'field_docs',
+           'flag_names', 'flag_type', 'show_flag', 'config_defaults', 'add_config_args', 'given_config', 'train_config',
+           'resume_conflicts', 'check_resume_flags', 'cmd_train', 'check_output', 'check_sample_args', 'sample_labels',
+           'cmd_sample', 'cmd_evaluate', 'HelpFormatter', 'make_parser', 'explain', 'main']
 
 # %% ../nbs/12_cli.ipynb #14ff3a56
 def cmd_grid(args) -> Path:
@@ -96,13 +96,16 @@ def train_config(args) -> TrainConfig:
     return TrainConfig(**{**CLI_DEFAULTS, **given_config(args)})
 
 # %% ../nbs/12_cli.ipynb #fd000007
-RESUME_FLAGS = ('epochs',)                 # the fields --resume may change: the number of epochs to reach in all
+RESUME_FLAGS = ('epochs', 'wandb', 'sample_every', 'n_samples')   # what --resume may change: the epochs to reach in all, and the logging
 
 def resume_conflicts(args, saved: dict) -> dict:
     "{field: (given, saved)} of the flags given with --resume that differ from the run's saved settings"
-    d = TrainConfig()                      # a field missing from an older run's config.json: resume gives it TrainConfig's default
-    was = {k: saved.get(k, getattr(d, k)) for k in given_config(args)}
-    return {k: (v, was[k]) for k, v in given_config(args).items() if k not in RESUME_FLAGS and v != was[k]}
+    d, given = TrainConfig(), given_config(args)    # a field missing from an older run's config.json: resume gives it TrainConfig's default
+    was = {k: saved.get(k, getattr(d, k)) for k in given}
+    # a run stores its dataset folder and root as absolute paths (chapter 08): compare what the given ones resolve to
+    if 'dataset' in given: given['dataset'] = resolve_dataset(given['dataset'], given.get('root', saved.get('root', 'data')))
+    if 'root' in given: given['root'] = str(Path(given['root']).resolve())
+    return {k: (v, was[k]) for k, v in given.items() if k not in RESUME_FLAGS and v != was[k]}
 
 def check_resume_flags(args, saved: dict, out: Path):
     "Refuse the flags that differ from the run's saved settings, naming each with its saved value"
@@ -111,17 +114,18 @@ def check_resume_flags(args, saved: dict, out: Path):
     what = ', '.join(f"{show_flag(k, v)} (the run has {show_flag(k, s)})" for k, (v, s) in bad.items())
     one = len(bad) == 1
     raise ValueError(f"--resume continues {out} with the settings it was trained with, and {'this flag differs' if one else 'these flags differ'} "
-                     f"from them: {what}; drop {'it' if one else 'them'} (only --epochs may change), or start a new run with another --out")
+                     f"from them: {what}; drop {'it' if one else 'them'} (only --epochs and the logging flags --wandb, --sample-every, --n-samples may change), or start a new run with another --out")
 
 # %% ../nbs/12_cli.ipynb #73979944
 def cmd_train(args):
     "Train (or, with --resume, continue) a run"
     out = Path(args.out)
     resuming = args.resume and (out/'config.json').exists()
+    overrides = {}
     if resuming:
-        saved = read_config(out)['train']
-        check_resume_flags(args, saved, out)
-        cfg = TrainConfig(**saved)
+        check_resume_flags(args, read_config(out)['train'], out)
+        overrides = {k: v for k, v in given_config(args).items() if k in RESUME_FLAGS and k != 'epochs'}
+        cfg = replace(saved_config(out), **overrides)
     else: cfg = train_config(args)
     scb = SampleCallback(out/'samples', cfg.sample_every, cfg.n_samples, cfg.seed)
     check_launch(cfg.bs, args.device)  # under a launch: check its environment, then join the other processes,
@@ -129,7 +133,7 @@ def cmd_train(args):
     t0 = time.time()
     if resuming:
         if is_main_process(): print(f"resuming {out}")
-        resume(out, epochs=args.epochs, device=args.device, quiet=args.quiet, sample_cb=scb, fit_context=distributed)
+        resume(out, epochs=args.epochs, device=args.device, quiet=args.quiet, sample_cb=scb, fit_context=distributed, **overrides)
     else: train(cfg, out, device=args.device, quiet=args.quiet, sample_cb=scb, fit_context=distributed)
     if is_main_process(): print(f"done in {time.time() - t0:.0f} s: {out}")
     return out
@@ -192,9 +196,10 @@ def cmd_evaluate(args) -> dict:
     if args.n_per_class < 2: raise ValueError(f"--n-per-class must be at least 2 (FID needs a covariance), got {args.n_per_class}")
     if any(k < 1 for k in args.steps): raise ValueError(f"--steps must be positive, got {args.steps}")
     for w in args.guidance + [args.guidance_scale]: check_guidance(w)
+    if args.clf_epochs < 1: raise ValueError(f"--clf-epochs must be at least 1, got {args.clf_epochs}")
     return evaluate_run(args.run, n_per_class=args.n_per_class, steps=args.steps, guidances=args.guidance, sampler=args.sampler,
                         guidance_scale=args.guidance_scale, out_dir=args.out, seed=args.seed, clf_epochs=args.clf_epochs,
-                        device=args.device, verbose=True)
+                        device=args.device, verbose=True, allow_weak_judge=args.allow_weak_judge)
 
 # %% ../nbs/12_cli.ipynb #ae4aa9ea
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -207,6 +212,7 @@ def make_parser() -> argparse.ArgumentParser:
     "The `ddpm_course` command-line parser"
     p = argparse.ArgumentParser(prog='ddpm_course', description="Train and sample class-conditional DDPMs (the ddpm_course package).",
                                 formatter_class=HelpFormatter)
+    p.add_argument('--debug', action='store_true', help="show the full traceback of an error (ddpm_course --debug train ...)")
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
     g = sub.add_parser('grid', help="write a PNG grid of a dataset, one row per class", formatter_class=HelpFormatter)
     add_config_args(g, TrainConfig, DATA_FIELDS, given_only=False)
@@ -252,19 +258,42 @@ def make_parser() -> argparse.ArgumentParser:
                    help="guidance of the curve and the per-class metrics (DEFAULT_GUIDANCE)")
     e.add_argument('--seed', type=int, default=0, help="seed of the sample noise and the classifier")
     e.add_argument('--clf-epochs', dest='clf_epochs', type=int, default=8, help="epochs of the feature classifier (trained once, then reused)")
+    e.add_argument('--allow-weak-judge', dest='allow_weak_judge', action='store_true',
+                   help="score even when the judge reads fewer than JUDGE_BAR of the held-out real images right (with a warning)")
     e.add_argument('--device', default=None, help="cpu, cuda, ...; the GPU when there is one")
     e.set_defaults(func=cmd_evaluate)
     return p
 
 # %% ../nbs/12_cli.ipynb #6992e1a3
+# what a user can cause, and what to do about it; any other error is a bug, and shows its traceback
+USER_ERRORS = (ValueError, TypeError, RuntimeError, OSError)
+OS_FIXES = {errno.ENOSPC: "the disk is full: free some space, or write somewhere else",
+            errno.EDQUOT: "the disk quota is used up: free some space, or write somewhere else",
+            errno.EROFS: "the file system is read-only: write somewhere else",
+            errno.EACCES: "permission denied: write somewhere you may, or change the folder's permissions",
+            errno.EPERM: "operation not permitted: write somewhere you may",
+            errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+            errno.EISDIR: "the path is a folder, not a file: choose a file name"}
+
+def explain(e: BaseException) -> str:
+    "One line that names the problem and, for the errors of the operating system, the fix"
+    if isinstance(e, OSError) and e.errno in OS_FIXES:
+        return f"{e.filename + ': ' if e.filename else ''}{e.strerror}; {OS_FIXES[e.errno]}"
+    return str(e) or type(e).__name__
+
 def main(argv: list[str] | None = None):
-    "Entry point of the `ddpm_course` command"
+    "Entry point of the `ddpm_course` command: a failure a user can cause ends in one line (exit code 1; 130 for Ctrl-C)"
     args = make_parser().parse_args(argv)
     try:
         result = args.func(args)
         return result if argv is not None else None     # the shell gets exit status 0, not the result
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        if argv is not None: raise       # called from Python: let the caller see the exception
-        sys.exit(f"ddpm_course {args.command}: error: {e}")
+    except KeyboardInterrupt:
+        if argv is not None or args.debug: raise        # called from Python: let the caller see the exception
+        hint = f"; `ddpm_course train --resume --out {args.out}` continues from the last checkpoint" if args.command == 'train' else ''
+        print(f"ddpm_course {args.command}: interrupted{hint}", file=sys.stderr, flush=True)
+        sys.exit(130)
+    except USER_ERRORS as e:
+        if argv is not None or args.debug: raise
+        sys.exit(f"ddpm_course {args.command}: error: {explain(e)}")
 
 if __name__ == '__main__' and Path(sys.argv[0]).stem == 'cli': main()   # `python -m ddpm_course.cli` (what `accelerate launch -m` runs), not a notebook

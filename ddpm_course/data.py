@@ -24,8 +24,8 @@ from torch import nn
 # %% auto #0
 __all__ = ['SHAPES', 'IMG_EXTS', 'DATASETS', 'ImageDataset', 'to_unit', 'to_model_range', 'resolve_device', 'check_size',
            'load_digits_images', 'to_uint8', 'draw_shape', 'make_shapes', 'load_folder', 'load_torchvision',
-           'load_images', 'split', 'get_dls', 'show_images', 'image_grid', 'save_grid', 'class_rows', 'per_class_grid',
-           'SmallClassifier', 'train_classifier', 'classify']
+           'resolve_dataset', 'load_images', 'split', 'get_dls', 'show_images', 'image_grid', 'save_grid', 'class_rows',
+           'per_class_grid', 'SmallClassifier', 'train_classifier', 'classify']
 
 # %% ../nbs/01_data.ipynb #7042fab6
 class ImageDataset(torch.utils.data.Dataset):
@@ -116,6 +116,9 @@ def _image_files(folder: Path) -> list[Path]: return sorted(p for p in folder.it
 def _open(p: Path) -> Image.Image:
     try:
         img = Image.open(p); img.load(); return img
+    except Image.DecompressionBombError as e:        # PIL refuses images so large that decoding them could exhaust memory
+        raise ValueError(f"cannot read image {p}: it is larger than PIL's decompression-bomb limit ({e}). "
+                         f"Downscale it (the course trains on small images), or delete it.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read image {p}: {e}. Delete or replace the file.") from None
 
@@ -178,6 +181,13 @@ def load_torchvision(name: str, root: str | Path = 'data', size: int | tuple[int
 # %% ../nbs/01_data.ipynb #584ed442
 DATASETS = ['digits', 'shapes', 'fashion_mnist', 'cifar10']
 
+def resolve_dataset(name: str | Path, root: str | Path = 'data') -> str:
+    "A dataset as a run stores it: a name in `DATASETS` as it is; a folder (as given, or under `root`) as an absolute path"
+    if str(name) in DATASETS: return str(name)
+    p = Path(name)
+    if not p.exists() and (Path(root)/name).is_dir(): p = Path(root)/name
+    return str(p.resolve()) if p.exists() else str(name)
+
 def load_images(name: str | Path = 'digits', size: int | tuple[int, int] | None = None, channels: int | None = None,
                 n: int | None = None, root: str | Path = 'data', seed: int = 0, download: bool = True) -> tuple[Tensor, Tensor, list[str]]:
     "Images (uint8, N C H W), labels and class names of a dataset in `DATASETS` or a folder of images"
@@ -186,8 +196,7 @@ def load_images(name: str | Path = 'digits', size: int | tuple[int, int] | None 
     elif name == 'shapes': x, y, classes = make_shapes(n or 2000, size, seed)
     elif name in _TV_DATASETS: x, y, classes = load_torchvision(name, root, size, download)
     else:
-        p = Path(name)
-        if not p.exists() and (Path(root)/name).is_dir(): p = Path(root)/name
+        p = Path(resolve_dataset(name, root))
         if not p.exists() and len(p.parts) == 1 and not str(name).startswith('.'):
             raise ValueError(f"unknown dataset {str(name)!r}: choose one of {DATASETS}, or give a folder of images "
                              f"(such as {Path(root)/'<name>'} holding <class>/*.png)")
@@ -223,6 +232,9 @@ def get_dls(name: str | Path = 'digits',    # a name in `DATASETS`, or a folder 
     x, y, classes = load_images(name, size, channels, n, root, seed, download)
     train_idx, valid_idx = split(len(x), valid_pct, seed)
     if len(train_idx) < 1: raise ValueError(f"{name} has {len(x)} images: too few to train on")
+    if len(valid_idx) < 1:
+        raise ValueError(f"{name} has {len(x)} images, too few to hold out a validation image at valid_pct={valid_pct}; "
+                         f"use more images (--n), or a valid_pct of at least {1 / len(x):.2g}")
     train_ds, valid_ds = ImageDataset(x[train_idx], y[train_idx], classes), ImageDataset(x[valid_idx], y[valid_idx], classes)
     device = resolve_device(device)
     dls = DataLoaders(DataLoader(train_ds, bs=bs, shuffle=True, drop_last=len(train_ds) >= bs, device=device),

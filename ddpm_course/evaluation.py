@@ -242,11 +242,16 @@ def load_classifier(folder: str | Path, meta: dict, device=None) -> nn.Module | 
     "The classifier cached in `folder` if it was trained on the data that `meta` describes; None otherwise"
     folder = Path(folder)
     if not (folder/'classifier.safetensors').exists() or not (folder/'classifier.json').exists(): return None
-    saved = json.loads((folder/'classifier.json').read_text())
-    if any(saved.get(k) != v for k, v in meta.items() if k not in ('width', 'valid_accuracy')): return None
-    clf = SmallClassifier(saved['n_channels'], len(saved['vocab']), saved['width'])
-    clf.load_state_dict(load_file(folder/'classifier.safetensors'))
-    clf.valid_accuracy = saved['valid_accuracy']
+    try:
+        saved = json.loads((folder/'classifier.json').read_text())
+        if any(saved.get(k) != v for k, v in meta.items() if k not in ('width', 'valid_accuracy')): return None
+        clf = SmallClassifier(saved['n_channels'], len(saved['vocab']), saved['width'])
+        clf.load_state_dict(load_file(folder/'classifier.safetensors'))
+        clf.valid_accuracy = float(saved['valid_accuracy'])
+    except Exception as e:                # a truncated or edited cache is not an error of the run: train a new judge
+        print(f"the cached classifier in {folder} cannot be read ({type(e).__name__}: {e}); training a new one")
+        return None
+    if not clf.valid_accuracy >= JUDGE_BAR: return None        # a weak judge is never reused: more epochs may make a better one
     return clf.to(device).eval()
 
 # %% ../nbs/10_evaluation.ipynb #b91c7179
@@ -285,7 +290,8 @@ def evaluate_run(run_dir: str | Path,
                  sampler: str | tuple[str, ...] = ('ddim', 'ddpm'),  # sampler(s) of the curve; the first for everything else
                  guidance_scale: float = DEFAULT_GUIDANCE,   # guidance of the curve and of the per-class metrics
                  out_dir: str | Path | None = None,          # where plots and metrics.json go; <run_dir>/eval when None
-                 seed: int = 0, clf_epochs: int = 8, n_subsets: int = 100, device=None, verbose: bool = True) -> dict:
+                 seed: int = 0, clf_epochs: int = 8, n_subsets: int = 100, device=None, verbose: bool = True,
+                 allow_weak_judge: bool = False) -> dict:               # score even with a judge below JUDGE_BAR (with a warning)
     "Evaluate a training run: FID, KID and the floor, FID vs steps, the guidance sweep, per-class metrics; writes plots and metrics.json"
     t_start = time.time()
     run_dir = Path(run_dir); out_dir = Path(out_dir) if out_dir is not None else run_dir/'eval'
@@ -300,7 +306,8 @@ def evaluate_run(run_dir: str | Path,
     if acc is None or acc < JUDGE_BAR:
         read = f"reads only {acc:.1%} of" if acc is not None else "was never checked on"
         judge_warning = (f"the judge {read} the {len(dls.valid_ds)} held-out real images (the bar is {JUDGE_BAR:.0%} right): "
-                         f"its FID, KID and class accuracies are suspect; train it longer (clf_epochs) or on more data")
+                         f"its FID, KID and class accuracies are suspect; train it longer (clf_epochs, --clf-epochs) or on more data")
+        if not allow_weak_judge: raise ValueError(f"{judge_warning}; or score anyway with allow_weak_judge=True (--allow-weak-judge)")
         print(f"WARNING: {judge_warning}")
     f_train, f_valid = real_features(clf, dls)
     floor = dataset_floor(f_train, f_valid, n_subsets, seed)

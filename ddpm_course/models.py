@@ -248,6 +248,8 @@ def _check_input(model: UNet, x: Tensor, t, y) -> tuple[Tensor, Tensor | None]:
     t = torch.as_tensor(t, device=x.device)
     t = t.expand(B) if t.ndim == 0 else t
     if t.shape != (B,): raise ValueError(f"t must hold one step per image, shape ({B},), got {tuple(t.shape)}")
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:        # the dtype alone: no look at the values, no sync
+        raise TypeError(f"timesteps must be integers (torch.long), got {t.dtype}; use t.long() or torch.randint")
     if cfg.num_classes is None:
         if y is not None: raise ValueError("this UNet is unconditional (num_classes=None) but was given labels y; "
                                            "call model(x, t), or build it with num_classes=<number of classes>")
@@ -257,7 +259,10 @@ def _check_input(model: UNet, x: Tensor, t, y) -> tuple[Tensor, Tensor | None]:
     y = y.expand(B) if y.ndim == 0 else y
     if y.shape != (B,) or y.is_floating_point():
         raise ValueError(f"y must hold one integer label per image, shape ({B},), got {y.dtype} {tuple(y.shape)}")
-    if not torch.compiler.is_compiling() and ((y < 0) | (y > model.null_class)).any():   # one sync; skipped when compiled
+    if torch.compiler.is_compiling(): return t, y.long()
+    if y.device.type != 'cpu':                # on a GPU, checked on the device, with no sync
+        torch._assert_async(((y >= 0) & (y <= model.null_class)).all(), f"labels must be in [0, {cfg.num_classes - 1}], or {model.null_class} (the null class)")
+    elif ((y < 0) | (y > model.null_class)).any():
         raise ValueError(f"labels must be in [0, {cfg.num_classes - 1}], or {model.null_class} (the null class, no label); "
                          f"got values from {int(y.min())} to {int(y.max())}")
     return t, y.long()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_runs.ipynb #run00003
 from __future__ import annotations
-import json, os, random, shutil, sys, time, netrc
+import errno, fcntl, json, os, random, re, shutil, sys, time, netrc
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -20,7 +20,8 @@ from fastai.callback.schedule import SkipToEpoch
 
 # %% auto #0
 __all__ = ['RUN_FORMAT', 'CKPT_FILES', 'WANDB_MODES', 'split_tensors', 'join_tensors', 'write_text_atomic', 'write_json_atomic',
-           'weights_of', 'save_checkpoint', 'latest_checkpoint', 'read_config', 'check_same_architecture',
+           'save_tensors', 'weights_of', 'save_checkpoint', 'latest_checkpoint', 'complete_checkpoints',
+           'clean_partial_checkpoints', 'RunLockedError', 'RunLock', 'read_config', 'check_same_architecture',
            'load_weights', 'load_run', 'find_cb', 'start_epoch', 'RunCallback', 'rng_state', 'set_rng_state',
            'CheckpointCallback', 'ResumeState', 'ResumeCallback', 'wandb_logged_in', 'wandb_mode',
            'make_wandb_callback', 'start_wandb']
@@ -78,6 +79,14 @@ def write_json_atomic(path: Path, obj):
 RUN_FORMAT = 'ddpm_course.run/1'
 CKPT_FILES = ('model.safetensors', 'ema.safetensors', 'state.safetensors', 'state.json')
 
+def save_tensors(tensors: dict[str, Tensor], path: Path):
+    "safetensors' `save_file`, with an I/O failure raised as the OSError it is (a full disk is ENOSPC, not a SafetensorError)"
+    try: save_file(tensors, path)
+    except Exception as e:
+        if type(e).__name__ != 'SafetensorError': raise
+        m = re.search(r'os error (\d+)', str(e)); code = int(m.group(1)) if m else errno.EIO
+        raise OSError(code, os.strerror(code), str(path)) from None
+
 def weights_of(model: nn.Module) -> dict[str, Tensor]:
     "A contiguous CPU copy of the model's state_dict, for safetensors"
     return {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
@@ -89,10 +98,10 @@ def save_checkpoint(run_dir: str | Path, epoch: int, model: nn.Module, ema_weigh
     name = f'epoch_{epoch:04d}'; final = ckpts/name; tmp = ckpts/f'.tmp_{name}_{os.getpid()}'
     if tmp.exists(): shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file(weights_of(model), tmp/'model.safetensors')
-    save_file({k: v.detach().cpu().contiguous() for k, v in ema_weights.items()}, tmp/'ema.safetensors')
+    save_tensors(weights_of(model), tmp/'model.safetensors')
+    save_tensors({k: v.detach().cpu().contiguous() for k, v in ema_weights.items()}, tmp/'ema.safetensors')
     skel, tensors = split_tensors(state)
-    save_file(tensors, tmp/'state.safetensors')
+    save_tensors(tensors, tmp/'state.safetensors')
     with open(tmp/'state.json', 'w') as f: json.dump({'format': RUN_FORMAT, 'epoch': epoch, 'state': skel}, f)
     for p in tmp.iterdir():
         with open(p, 'rb') as f: os.fsync(f.fileno())
@@ -111,13 +120,56 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir(): raise FileNotFoundError(f"{run_dir} does not exist; give the folder a training run wrote (its --out)")
     if not (run_dir/'config.json').exists(): raise ValueError(f"{run_dir} is not a training run: it has no config.json; give the folder that `ddpm_course train --out` wrote")
-    complete = lambda d: d.is_dir() and all((d/f).exists() for f in CKPT_FILES)
     if (run_dir/'latest').exists():
-        d = run_dir/(run_dir/'latest').read_text().strip()
-        if complete(d): return d
-    done = [d for d in sorted((run_dir/'checkpoints').glob('epoch_*')) if complete(d)]
-    if not done: raise ValueError(f"{run_dir} has no complete checkpoint yet (one is written at the end of every epoch)")
+        name = (run_dir/'latest').read_text().strip()
+        d = run_dir/name
+        if not d.resolve().is_relative_to((run_dir/'checkpoints').resolve()):
+            raise ValueError(f"{run_dir/'latest'} points outside the run's checkpoints ({name!r}); it should read checkpoints/epoch_NNNN: "
+                             f"fix it, or delete it to use the newest complete checkpoint")
+        if d in complete_checkpoints(run_dir): return d
+    done = complete_checkpoints(run_dir)
+    if not done: raise ValueError(f"{run_dir} has no complete checkpoint yet (one is written at the end of every epoch); "
+                                  f"`ddpm_course train --out {run_dir}` starts it again in place")
     return done[-1]
+
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    "The run's checkpoint folders that hold every file of a checkpoint, oldest first"
+    return [d for d in sorted((Path(run_dir)/'checkpoints').glob('epoch_*')) if d.is_dir() and all((d/f).exists() for f in CKPT_FILES)]
+
+# %% ../nbs/07_runs.ipynb #run00021
+def clean_partial_checkpoints(run_dir: str | Path) -> list[Path]:
+    "Delete the half-written checkpoint folders an interrupted run left (restoring an `.old_` copy whose checkpoint is gone); returns them"
+    ckpts, removed = Path(run_dir)/'checkpoints', []
+    if not ckpts.is_dir(): return removed
+    for d in sorted(ckpts.glob('.old_epoch_*')):
+        final = ckpts/'_'.join(d.name[len('.old_'):].split('_')[:2])            # .old_epoch_0007_<pid> -> epoch_0007
+        if not final.exists(): os.replace(d, final)
+        else: shutil.rmtree(d, ignore_errors=True); removed.append(d)
+    for d in sorted(ckpts.glob('.tmp_epoch_*')): shutil.rmtree(d, ignore_errors=True); removed.append(d)
+    return removed
+
+# %% ../nbs/07_runs.ipynb #run00023
+class RunLockedError(RuntimeError): pass
+
+class RunLock:
+    "An exclusive lock on a run folder for the one process that writes it; a second writer is refused with the first one's pid"
+    def __init__(self, run_dir: str | Path): self.run_dir, self.fd = Path(run_dir), None
+    @property
+    def path(self) -> Path: return self.run_dir/'.lock'
+    def __enter__(self) -> RunLock:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES): raise
+            pid = self.path.read_text().strip() or '?'
+            raise RunLockedError(f"{self.run_dir} is being written by another process (pid {pid}): one run folder has one writer. "
+                                 f"Wait for it to finish, stop it (kill {pid}), or use another --out") from None
+        os.ftruncate(fd, 0); os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd; return self
+    def __exit__(self, *exc):
+        if self.fd is not None: os.close(self.fd); self.fd = None        # closing releases the lock (the file stays)
 
 # %% ../nbs/07_runs.ipynb #4ac2234e
 def read_config(run_dir: str | Path) -> dict:

@@ -143,9 +143,10 @@ def check_timesteps(t: Tensor | int, sched: NoiseSchedule) -> Tensor:
     t = torch.as_tensor(t)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"timesteps must be integers (torch.long), got {t.dtype}; use t.long() or torch.randint")
-    if t.numel() and (t.min() < 0 or t.max() >= sched.T):
-        raise ValueError(f"timesteps must lie in 0..{sched.T - 1} (T = {sched.T}: train on 0..T-1, sample T-1 down to 0), "
-                         f"got values from {t.min().item()} to {t.max().item()}")
+    msg = f"timesteps must lie in 0..{sched.T - 1} (T = {sched.T}: train on 0..T-1, sample T-1 down to 0)"
+    if t.device.type != 'cpu':                # on a GPU, checked on the device: reading the values back would stall it at every step
+        if t.numel(): torch._assert_async(((t >= 0) & (t < sched.T)).all(), msg)
+    elif t.numel() and (t.min() < 0 or t.max() >= sched.T): raise ValueError(f"{msg}, got values from {t.min().item()} to {t.max().item()}")
     return t.long()
 
 def extract(a: Tensor,                 # (T,) a per-step value, e.g. `sched.sqrt_alpha_bar`

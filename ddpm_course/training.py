@@ -4,16 +4,16 @@
 
 # %% ../nbs/08_unconditional.ipynb #e43662b6
 from __future__ import annotations
-import os, random
+import math, os, random
 from contextlib import nullcontext
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, replace
 from functools import partial
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from .data import get_dls, save_grid, to_unit, resolve_device   # (first: chapter 01 imports fastai quietly)
+from .data import get_dls, save_grid, to_unit, resolve_device, resolve_dataset   # (first: chapter 01 imports fastai quietly)
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
@@ -24,13 +24,15 @@ from .models import PRESETS, make_unet
 from .ema import EMACallback, unwrap      # unwrap: the model under torch.compile's and DDP's wrappers (chapter 04)
 from .diffusion import Diffusion, PRECISIONS, resolve_precision
 from .sampling import sample, start_noise
-from .runs import (RUN_FORMAT, RunCallback, CheckpointCallback, ResumeCallback, ResumeState, WANDB_MODES, find_cb,
-                              latest_checkpoint, read_config, check_same_architecture, start_wandb, write_json_atomic)
+from .runs import (RUN_FORMAT, RunCallback, CheckpointCallback, ResumeCallback, ResumeState, WANDB_MODES, RunLock, find_cb,
+                              latest_checkpoint, complete_checkpoints, clean_partial_checkpoints, read_config, check_same_architecture,
+                              start_wandb, write_json_atomic)
 
 # %% auto #0
 __all__ = ['TRAIN_CHOICES', 'min_snr_weights', 'weighted_mse', 'drop_labels', 'NonFiniteLossError', 'is_conditional',
-           'DDPMCallback', 'SampleCallback', 'TrainConfig', 'maybe_compile', 'ddpm_learner', 'launch_info',
-           'is_main_process', 'check_launch', 'build_run', 'run_config', 'check_fit_context', 'train', 'resume']
+           'DDPMCallback', 'DivergenceError', 'DivergenceCallback', 'SampleCallback', 'TrainConfig', 'maybe_compile',
+           'ddpm_learner', 'launch_info', 'is_main_process', 'check_launch', 'build_run', 'run_config',
+           'check_fit_context', 'train', 'saved_config', 'resume']
 
 # %% ../nbs/08_unconditional.ipynb #22940d50
 def min_snr_weights(t: Tensor, sched: NoiseSchedule, pred_type: str, gamma: float | None = None) -> Tensor:
@@ -110,6 +112,25 @@ class DDPMCallback(Callback):
             raise NonFiniteLossError(f"the training loss became {self.loss.item()} at epoch {self.epoch}, batch {self.iter}: "
                                      "lower the learning rate (--lr) or use fp32; the last good checkpoint is kept")
 
+# %% ../nbs/08_unconditional.ipynb #div00002
+class DivergenceError(RuntimeError): pass
+
+class DivergenceCallback(Callback):
+    "Stop a run whose smoothed training loss rises `factor` times above the lowest it reached (a divergence that stays finite)"
+    order = 55                                                   # after the Recorder (50) has smoothed this batch's loss
+    def __init__(self, factor: float = 100., every: int = 10): self.factor, self.every = factor, every
+    def before_fit(self): self.best, self.steps = math.inf, 0
+    def after_batch(self):
+        if not self.training: return
+        self.steps += 1
+        if self.steps % self.every: return
+        loss = float(self.learn.smooth_loss)                     # one sync every `every` steps
+        self.best = min(self.best, loss)
+        if loss > self.factor * self.best:
+            raise DivergenceError(f"the training loss rose from {self.best:.3g} to {loss:.3g} at epoch {self.epoch + 1}: the run diverged. "
+                                  f"Lower the learning rate (--lr, now {self.learn.opt.hypers[0]['lr']:.3g} at this step) and train again; "
+                                  f"the last good checkpoint is kept")
+
 # %% ../nbs/08_unconditional.ipynb #a59f8d32
 class SampleCallback(RunCallback):
     "Every `every` epochs (and after the last), sample a grid from fixed noise with the EMA weights, through chapter 06's `sample`"
@@ -177,9 +198,29 @@ class TrainConfig:
     def __post_init__(self):
         for name, options in TRAIN_CHOICES.items():
             if getattr(self, name) not in options: raise ValueError(f"{name} must be one of {list(options)}, got {getattr(self, name)!r}")
-        if not isinstance(self.epochs, int) or self.epochs < 1: raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if not self.lr > 0: raise ValueError(f"the learning rate must be positive, got {self.lr}")
-        if not isinstance(self.sample_every, int) or self.sample_every < 1: raise ValueError(f"sample_every must be at least 1, got {self.sample_every}")
+        whole = lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+        real = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        rules = [('epochs', whole(self.epochs, 1), "a whole number of at least 1"), ('bs', whole(self.bs, 1), "a whole number of at least 1"),
+                 ('T', whole(self.T, 2), "a whole number of at least 2 (1000 is DDPM's)"), ('seed', whole(self.seed, 0), "a whole number >= 0"),
+                 ('sample_every', whole(self.sample_every, 1), "a whole number of epochs, at least 1"),
+                 ('n_samples', whole(self.n_samples, 1), "a whole number of at least 1"),
+                 ('n', self.n is None or whole(self.n, 2), "a whole number of at least 2 (images to use), or left out for all"),
+                 ('size', self.size is None or (whole(self.size, 8) and self.size % 8 == 0), "a whole number of pixels, a multiple of 8 (16, 32, 64, ...)"),
+                 ('channels', self.channels in (None, 1, 3), "1 or 3"),
+                 ('lr', real(self.lr) and self.lr > 0, "a positive finite number (1e-3 is the default)"),
+                 ('wd', real(self.wd) and self.wd >= 0, "a finite number >= 0 (0: no weight decay)"),
+                 ('valid_pct', real(self.valid_pct) and 0 < self.valid_pct < 1, "a fraction in (0, 1)"),
+                 ('p_uncond', real(self.p_uncond) and 0 <= self.p_uncond < 1, "a probability in [0, 1)"),
+                 ('ema_decay', real(self.ema_decay) and 0 <= self.ema_decay < 1, "a number in [0, 1) (0.999 averages about 1000 steps)"),
+                 ('min_snr_gamma', self.min_snr_gamma is None or (real(self.min_snr_gamma) and self.min_snr_gamma > 0), "a positive finite number (5 is usual), or left out"),
+                 ('dataset', isinstance(self.dataset, str) and self.dataset != '', "a dataset name or a folder")]
+        rules += [(k, isinstance(getattr(self, k), bool), "True or False") for k in ('conditional', 'zero_terminal_snr', 'compile')]
+        rules.append(('channels_last', self.channels_last is None or isinstance(self.channels_last, bool), "True, False, or left out"))
+        for name, ok, what in rules:
+            if not ok: raise ValueError(f"{name} (--{name.replace('_', '-')}) must be {what}, got {getattr(self, name)!r}")
+        if self.zero_terminal_snr and self.pred_type == 'eps':
+            raise ValueError("zero_terminal_snr makes the last step pure noise, where an eps-prediction says nothing about the image: "
+                             "use --pred-type v (the default) or x0 with it")
 
 TRAIN_CHOICES = {'preset': tuple(PRESETS), 'schedule': tuple(SCHEDULES), 'pred_type': PRED_TYPES, 'precision': PRECISIONS, 'wandb': WANDB_MODES}
 
@@ -202,7 +243,7 @@ def ddpm_learner(model: nn.Module, dls, sched: NoiseSchedule, cfg: TrainConfig, 
     if cl: model = model.to(memory_format=torch.channels_last)
     opt = partial(OptimWrapper, opt=partial(torch.optim.AdamW, fused=dev.type == 'cuda'))
     callbacks = [DDPMCallback(sched, cfg.pred_type, cfg.p_uncond if is_conditional(model) else 0., cfg.min_snr_gamma, channels_last=cl),
-                 EMACallback(cfg.ema_decay)]
+                 EMACallback(cfg.ema_decay), DivergenceCallback()]
     if state is not None: callbacks.append(ResumeCallback(state))
     if prec != 'fp32': callbacks.append(MixedPrecision(amp_mode=prec))
     if run_dir is not None and is_main_process():         # under a multi-process launch (chapter 11), rank 0 writes
@@ -278,30 +319,51 @@ def _fit(learn: Learner, cfg: TrainConfig, run_dir: Path, config: dict, start_ep
 # %% ../nbs/08_unconditional.ipynb #6b6a435f
 def train(cfg: TrainConfig | None = None, out: str | Path = 'runs/default', cbs: list | None = None, device=None,
           sample_cb: SampleCallback | None = None, quiet: bool = False, fit_context=None) -> Learner:
-    "Train a DDPM with `cfg` into the run folder `out` (which must not hold a run yet); returns the Learner"
+    "Train a DDPM with `cfg` into the run folder `out` (a new one, or one that stopped before its first checkpoint); returns the Learner"
     cfg = cfg or TrainConfig(); out = Path(out); check_fit_context(fit_context)
-    if is_main_process() and (out/'config.json').exists():
-        raise FileExistsError(f"{out} already holds a training run; continue it with resume (--resume), or choose another --out")
+    with (RunLock(out) if is_main_process() else nullcontext()):          # one writer per run folder (chapter 07)
+        if is_main_process() and (out/'config.json').exists():
+            if complete_checkpoints(out):
+                raise FileExistsError(f"{out} already holds a training run; continue it with resume (--resume), or choose another --out")
+            print(f"{out} holds a run that stopped before its first checkpoint: starting it again in place")
+        return _train(cfg, out, cbs, device, sample_cb, quiet, fit_context)
+
+def _train(cfg: TrainConfig, out: Path, cbs, device, sample_cb, quiet, fit_context) -> Learner:
+    # a folder is stored as an absolute path, so that the run resumes and is evaluated from any working directory
+    cfg = replace(cfg, dataset=resolve_dataset(cfg.dataset, cfg.root), root=str(Path(cfg.root).resolve()))
+    if is_main_process(): clean_partial_checkpoints(out)
     torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
     dls, model, sched = build_run(cfg, device)
     config = run_config(cfg, dls, model, sched)
-    if is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out/'config.json', config)
+    if is_main_process(): write_json_atomic(out/'config.json', config)
     learn = ddpm_learner(model, dls, sched, cfg, out, cbs, sample_cb)
     return _fit(learn, cfg, out, config, quiet=quiet, fit_context=fit_context)
+
+def saved_config(out: str | Path) -> TrainConfig:
+    "The `TrainConfig` a run folder was started with"
+    config = read_config(out)
+    try: return TrainConfig(**config['train'])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{Path(out)/'config.json'} holds training settings this version cannot use ({e}); "
+                         f"start a new run with another --out") from None
 
 # %% ../nbs/08_unconditional.ipynb #6e06e849
 def resume(out: str | Path, epochs: int | None = None, cbs: list | None = None, device=None, quiet: bool = False,
            sample_cb: SampleCallback | None = None, fit_context=None, **overrides) -> Learner:
-    "Continue the run in `out` from its latest checkpoint (to `epochs` in all, by default the planned number)"
-    check_fit_context(fit_context)
-    out = Path(out); config = read_config(out); state = ResumeState.load(latest_checkpoint(out))
-    cfg = TrainConfig(**{**config['train'], **overrides, **({'epochs': epochs} if epochs else {})})
-    dls, model, sched = build_run(cfg, device)
-    check_same_architecture(config['model'], model, str(state.ckpt))
-    learn = ddpm_learner(model, dls, sched, cfg, out, cbs, sample_cb, state)
-    if state.epoch >= cfg.epochs:
-        print(f"{out} has already trained {state.epoch} of {cfg.epochs} epochs; pass a larger number of epochs to train further")
-        return learn
-    return _fit(learn, cfg, out, config, start_epoch=state.epoch, quiet=quiet, fit_context=fit_context)
+    "Continue the run in `out` from its latest checkpoint (to `epochs` in all, by default the planned number); start it again if it has none"
+    check_fit_context(fit_context); out = Path(out)
+    with (RunLock(out) if is_main_process() else nullcontext()):
+        if is_main_process(): clean_partial_checkpoints(out)
+        config = read_config(out)
+        cfg = replace(saved_config(out), **{**overrides, **({'epochs': epochs} if epochs else {})})
+        if not complete_checkpoints(out):
+            print(f"{out} stopped before its first checkpoint: starting it again in place")
+            return _train(cfg, out, cbs, device, sample_cb, quiet, fit_context)
+        state = ResumeState.load(latest_checkpoint(out))
+        dls, model, sched = build_run(cfg, device)
+        check_same_architecture(config['model'], model, str(state.ckpt))
+        learn = ddpm_learner(model, dls, sched, cfg, out, cbs, sample_cb, state)
+        if state.epoch >= cfg.epochs:
+            print(f"{out} has already trained {state.epoch} of {cfg.epochs} epochs; pass a larger number of epochs to train further")
+            return learn
+        return _fit(learn, cfg, out, config, start_epoch=state.epoch, quiet=quiet, fit_context=fit_context)
