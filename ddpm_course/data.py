@@ -18,6 +18,8 @@ with warnings.catch_warnings():    # fastai 2.8 marks a few layers with torch.ji
     from fastai.data.load import DataLoader
     from fastai.learner import Learner
     from fastai.optimizer import Adam
+    from fastai.metrics import accuracy
+    import fastai.callback.schedule     # fit_one_cycle; imported here, not when first used: an import must not draw from a seeded RNG
     from fastai.torch_core import default_device
 from torch import nn
 
@@ -307,8 +309,6 @@ class SmallClassifier(nn.Module):
 
 def train_classifier(dls, epochs: int = 8, lr: float = 1e-2, width: int = 32) -> nn.Module:
     "Train a `SmallClassifier` on `dls` (images in [-1, 1], labels) with fastai's one-cycle; returns the model in eval mode"
-    from fastai.metrics import accuracy
-    import fastai.callback.schedule                                    # fit_one_cycle
     model = SmallClassifier(dls.n_channels, dls.c, width)
     learn = Learner(dls, model, loss_func=nn.CrossEntropyLoss(), opt_func=Adam, metrics=accuracy)
     with learn.no_bar(), learn.no_logging():

@@ -263,9 +263,9 @@ def run_dls(config: dict, bs: int = 128, device=None):
 
 def run_classifier(config: dict, folder: str | Path, epochs: int = 8, device=None, seed: int = 0, verbose: bool = True):
     "(classifier, dls) for a run: the one cached in `folder`, or one trained now (seeded) on the run's data and cached there"
+    clf = load_classifier(folder, classifier_meta(config), device)     # (building a cached model draws random numbers: before the seed)
     set_seed(seed)                       # the same judge every time: torch, numpy, and Python's random, which seeds the DataLoaders' shuffle
     dls = run_dls(config, device=device)
-    clf = load_classifier(folder, classifier_meta(config), device)
     if clf is None:
         t0 = time.time(); clf = train_classifier(dls, epochs=epochs)
         save_classifier(clf, folder, classifier_meta(config, clf))
