@@ -135,8 +135,7 @@ def sample(diffusion: Diffusion,
            ) -> Tensor:                        # x_0 (n, C, H, W), in [-clip_x0, clip_x0] when clipped
     "Sample `diffusion` with any sampler: the one sampling loop of the package"
     T = diffusion.sched.T
-    S = T if steps is None else check_steps(steps, T)
-    ts = timesteps_for(T, S, spacing); check_sampler(sampler); check_variance(variance); check_eta(eta)
+    ts = timesteps_for(T, T if steps is None else steps, spacing); check_sampler(sampler); check_variance(variance); check_eta(eta)
     if sampler == 'ddpm' and eta != 0: raise ValueError("eta is DDIM's setting; strided DDPM always adds the posterior noise (use --sampler ddim)")
     if clip_x0 is not None and not (isinstance(clip_x0, (int, float)) and math.isfinite(clip_x0) and clip_x0 > 0):
         raise ValueError(f"clip_x0 must be a positive number, or None for no clipping; got {clip_x0!r}")
