@@ -17,8 +17,8 @@ from .models import UNet, UNetConfig
 from .ema import unwrap
 
 # %% auto #0
-__all__ = ['DEFAULT_GUIDANCE', 'DIFFUSION_FORMAT', 'PRECISIONS', 'check_guidance', 'check_labels', 'Diffusion', 'check_weights',
-           'load_safetensors', 'resolve_precision', 'autocast_for']
+__all__ = ['DEFAULT_GUIDANCE', 'DIFFUSION_FORMAT', 'PRECISIONS', 'check_guidance', 'check_labels', 'Diffusion', 'weights_of',
+           'check_weights', 'load_safetensors', 'resolve_precision', 'autocast_for']
 
 # %% ../nbs/05_diffusion.ipynb #dif00006
 DEFAULT_GUIDANCE = 3.      # classifier-free guidance w of the command line, the in-training grids and `evaluate`
@@ -115,6 +115,10 @@ def config(self: Diffusion) -> dict:
     if not isinstance(net, UNet): raise TypeError(f"only a UNet can be saved, not a {type(net).__name__}")
     return {'format': DIFFUSION_FORMAT, 'model': net.config.to_dict(), 'schedule': self.sched.to_dict(), 'pred_type': self.pred_type}
 
+def weights_of(model: nn.Module) -> dict[str, Tensor]:
+    "A contiguous CPU copy of the model's state_dict (under torch.compile's and DDP's wrappers), for safetensors"
+    return {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
+
 def check_weights(sd: dict[str, Tensor], where) -> dict[str, Tensor]:
     "Refuse weights with NaN or infinite values (a diverged run): sampling them gives black or noise grids"
     bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -148,7 +152,7 @@ def save(self: Diffusion, folder) -> Path:
     "Write `diffusion.json` (config) and `model.safetensors` (weights) into `folder`"
     config = self.config()                                          # (refuses what is not a UNet, before writing anything)
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in unwrap(self.net).state_dict().items()}, folder/'model.safetensors')
+    save_file(weights_of(self.net), folder/'model.safetensors')
     (folder/'diffusion.json').write_text(json.dumps(config, indent=1))
     return folder
 

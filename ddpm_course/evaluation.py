@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 from safetensors.torch import save_file, load_file
 from fastai.torch_core import set_seed
 from .data import get_dls, SmallClassifier, train_classifier, classify, to_unit, to_model_range, resolve_device
-from .diffusion import Diffusion, DEFAULT_GUIDANCE
+from .diffusion import Diffusion, DEFAULT_GUIDANCE, weights_of
 from .sampling import sample
 from .runs import load_run, write_json_atomic
 
@@ -234,7 +234,7 @@ def classifier_meta(config: dict, clf: nn.Module | None = None) -> dict:
 def save_classifier(clf: nn.Module, folder: str | Path, meta: dict) -> Path:
     "Write the classifier's weights (safetensors) and `meta` (JSON) into `folder`"
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in clf.state_dict().items()}, folder/'classifier.safetensors')
+    save_file(weights_of(clf), folder/'classifier.safetensors')
     write_json_atomic(folder/'classifier.json', meta)
     return folder/'classifier.safetensors'
 

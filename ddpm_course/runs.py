@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from safetensors.torch import save_file
 from .ema import EMACallback, unwrap
-from .diffusion import Diffusion, load_safetensors, check_weights
+from .diffusion import Diffusion, load_safetensors, check_weights, weights_of
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
@@ -20,11 +20,10 @@ from fastai.callback.schedule import SkipToEpoch
 
 # %% auto #0
 __all__ = ['RUN_FORMAT', 'CKPT_FILES', 'WANDB_MODES', 'split_tensors', 'join_tensors', 'write_text_atomic', 'write_json_atomic',
-           'save_tensors', 'weights_of', 'save_checkpoint', 'latest_checkpoint', 'complete_checkpoints',
-           'clean_partial_checkpoints', 'RunLockedError', 'RunLock', 'read_config', 'check_same_architecture',
-           'load_weights', 'load_run', 'find_cb', 'start_epoch', 'RunCallback', 'rng_state', 'set_rng_state',
-           'CheckpointCallback', 'ResumeState', 'ResumeCallback', 'wandb_logged_in', 'wandb_mode',
-           'make_wandb_callback', 'start_wandb']
+           'save_tensors', 'save_checkpoint', 'latest_checkpoint', 'complete_checkpoints', 'clean_partial_checkpoints',
+           'RunLockedError', 'RunLock', 'read_config', 'check_same_architecture', 'load_weights', 'load_run', 'find_cb',
+           'start_epoch', 'RunCallback', 'rng_state', 'set_rng_state', 'CheckpointCallback', 'ResumeState',
+           'ResumeCallback', 'wandb_logged_in', 'wandb_mode', 'make_wandb_callback', 'start_wandb']
 
 # %% ../nbs/07_runs.ipynb #a829fef1
 def split_tensors(obj, tensors: dict | None = None, prefix: str = 'x'):
@@ -86,10 +85,6 @@ def save_tensors(tensors: dict[str, Tensor], path: Path):
         if type(e).__name__ != 'SafetensorError': raise
         m = re.search(r'os error (\d+)', str(e)); code = int(m.group(1)) if m else errno.EIO
         raise OSError(code, os.strerror(code), str(path)) from None
-
-def weights_of(model: nn.Module) -> dict[str, Tensor]:
-    "A contiguous CPU copy of the model's state_dict, for safetensors"
-    return {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
 
 # %% ../nbs/07_runs.ipynb #6a08ef9a
 def save_checkpoint(run_dir: str | Path, epoch: int, model: nn.Module, ema_weights: dict[str, Tensor], state: dict, keep: int = 2) -> Path:

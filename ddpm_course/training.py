@@ -326,12 +326,12 @@ def train(cfg: TrainConfig | None = None, out: str | Path = 'runs/default', cbs:
             if complete_checkpoints(out):
                 raise FileExistsError(f"{out} already holds a training run; continue it with resume (--resume), or choose another --out")
             print(f"{out} holds a run that stopped before its first checkpoint: starting it again in place")
+        if is_main_process(): clean_partial_checkpoints(out)
         return _train(cfg, out, cbs, device, sample_cb, quiet, fit_context)
 
 def _train(cfg: TrainConfig, out: Path, cbs, device, sample_cb, quiet, fit_context) -> Learner:
     # a folder is stored as an absolute path, so that the run resumes and is evaluated from any working directory
     cfg = replace(cfg, dataset=resolve_dataset(cfg.dataset, cfg.root), root=str(Path(cfg.root).resolve()))
-    if is_main_process(): clean_partial_checkpoints(out)
     torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
     dls, model, sched = build_run(cfg, device)
     config = run_config(cfg, dls, model, sched)

@@ -5,7 +5,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from ddpm_course.training import TrainConfig, train, build_run, ddpm_learner, launch_info
-from ddpm_course.runs import weights_of, find_cb
+from ddpm_course.diffusion import weights_of
+from ddpm_course.runs import find_cb
 from ddpm_course.ema import EMACallback
 from ddpm_course.distributed import distributed
 
