@@ -8,8 +8,8 @@ Training (per image size):
           GradScaler + OneCycleLR, MSE on eps, timesteps from [1, T), label dropout per batch, and its `EMA(0.995)`,
           which copies the whole state_dict for the first 2000 steps (so a short benchmark times the copy phase;
           `--seed-ema-phase average` times the averaging phase instead).
-  course  the same UNet as `make_unet('seed', num_classes=10)`: SDPA attention, bf16 autocast on a GPU (fp32 on CPU),
-          channels_last on a GPU, fused AdamW on a GPU, foreach EMA (`ddpm_course.ema.EMA`), per-sample label
+  course  the same UNet as `make_unet('seed', num_classes=10)`: SDPA attention, bf16 autocast on a GPU (and on a CPU
+          with bf16 instructions; else fp32), channels_last on a GPU, fused AdamW, foreach EMA (`ddpm_course.ema.EMA`), per-sample label
           dropout to the null class, timesteps from [0, T); `--compile` adds a torch.compile row.
 Sampling: the seed's 1000-step guided loop (two forward passes per step) against DDIM with batched guidance.
 
@@ -34,7 +34,10 @@ import seed_reference as seed                                          # noqa: E
 from ddpm_course.models import make_unet                               # noqa: E402
 from ddpm_course.schedules import make_schedule, q_sample              # noqa: E402
 from ddpm_course.training import weighted_mse, drop_labels                 # noqa: E402
-from ddpm_course.diffusion import Diffusion, resolve_precision            # noqa: E402
+from ddpm_course.diffusion import Diffusion, resolve_precision, autocast_for, graph_breaks, cpu_has_bf16   # noqa: E402
+from ddpm_course.training import DDPMCallback                              # noqa: E402
+from ddpm_course.sampling import sample_step, timesteps_for, respace_schedule   # noqa: E402
+from ddpm_course.data import load_images                                    # noqa: E402
 from ddpm_course.ema import EMA                                        # noqa: E402
 from ddpm_course.sampling import sample, start_noise                   # noqa: E402
 from ddpm_course.data import to_unit, to_uint8                          # noqa: E402
@@ -164,7 +167,7 @@ class CourseTrainer:
         self.channels_last = device.type == 'cuda'
         if self.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
         self.precision = resolve_precision('auto', device)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=wd, fused=device.type == 'cuda')
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=wd, fused=device.type in ('cuda', 'cpu'))
         self.lr_sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=lr, total_steps=total_steps)
         self.ema = EMA(self.model, ema_decay)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == 'fp16')   # bf16 and fp32 need none
@@ -173,9 +176,7 @@ class CourseTrainer:
         self.model.train()
         self.flop_model = self.model
 
-    def autocast(self):
-        if self.precision == 'fp32': return contextlib.nullcontext()
-        return torch.autocast('cuda', dtype=torch.bfloat16 if self.precision == 'bf16' else torch.float16)
+    def autocast(self): return autocast_for(self.device, self.precision)
 
     def step(self, x0, y):
         B = x0.shape[0]
@@ -193,6 +194,93 @@ class CourseTrainer:
         self.scaler.update()
         self.ema.update(self.model)
         self.lr_sched.step()
+
+# ---------------------------------------------------------------------------------------------- graph breaks
+def graph_break_table(device) -> str:
+    "Graph breaks of the hot paths under torch._dynamo.explain (traced, not compiled), for the `seed` preset at 32x32"
+    torch.manual_seed(0)
+    net = make_unet('seed', img_size=32, num_classes=NUM_CLASSES).to(device)
+    sched = make_schedule('cosine', T).to(device)
+    x0, y = torch.rand(4, 3, 32, 32, device=device) * 2 - 1, torch.randint(0, NUM_CLASSES, (4,), device=device)
+    t = torch.randint(0, T, (4,), device=device)
+    ddpm = DDPMCallback(sched, 'v', p_uncond=0.1).setup(net)
+    def train_step(x0, y):
+        xb, yb = ddpm.make_batch(x0, y, torch.randint(0, T, (len(x0),), device=x0.device), torch.randn_like(x0))
+        return weighted_mse(net(*xb), *yb)
+    d, ts = Diffusion(net.eval(), sched, 'v'), timesteps_for(T, 50)
+    sub = respace_schedule(sched, ts).to(device)
+    cases = [('UNet forward', lambda: graph_breaks(net, x0, t, y)),
+             ('training step: noising, forward, loss', lambda: graph_breaks(train_step, x0, y)),
+             ('DDIM step with guidance 3', lambda: graph_breaks(lambda x: sample_step(d, x, 10, ts, y, 3.), x0)),
+             ('DDIM step, eta = 1', lambda: graph_breaks(lambda x: sample_step(d, x, 10, ts, y, 3., eta=1.), x0)),
+             ('DDPM step (strided) with guidance 3', lambda: graph_breaks(lambda x: sample_step(d, x, 10, ts, y, 3., 'ddpm', sub), x0))]
+    lines = [f"Graph breaks under torch._dynamo.explain (`seed` preset, 32x32, {device}):", '', '| hot path | graph breaks | reasons |', '|---|---|---|']
+    for name, f in cases:
+        n, reasons = f()
+        lines.append(f"| {name} | {n} | {'; '.join(reasons) or '-'} |")
+    return '\n'.join(lines) + '\n'
+
+# ---------------------------------------------------------------------------------------------- precision on this device
+def precision_compare(precisions, device, steps: int, sample_steps: int, log) -> tuple[dict, str]:
+    """Train the default job's model (the `small` preset, conditional, 16x16 digits, batch 32) for the same steps from the same
+    init, data and noise in each precision; then its validation loss on fixed noise, and 20-step DDIM samples from fixed noise"""
+    x, y, _ = load_images('digits', 16)
+    x = x.float() / 127.5 - 1
+    g = torch.Generator().manual_seed(0); perm = torch.randperm(len(x), generator=g)
+    tr, va = perm[256:], perm[:256]
+    sched = make_schedule('cosine', T).to(device)
+    vt, veps = torch.randint(0, T, (256,), generator=g).to(device), torch.randn(256, 1, 16, 16, generator=g).to(device)
+    res, samples = {}, {}
+    for prec in precisions:
+        resolve_precision(prec, device)
+        torch.manual_seed(0)
+        net = make_unet('small', c_in=1, img_size=(16, 16), num_classes=NUM_CLASSES).to(device)
+        ddpm = DDPMCallback(sched, 'v', p_uncond=0.1).setup(net)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2, fused=device.type in ('cuda', 'cpu'))
+        scaler = torch.amp.GradScaler(device.type, enabled=prec == 'fp16')      # fp16 needs one; bf16 and fp32 do not
+        gen = torch.Generator().manual_seed(1)
+        def step(timed):
+            idx = tr[torch.randint(0, len(tr), (32,), generator=gen)]
+            x0, yb = x[idx].to(device), y[idx].to(device)
+            t, eps = torch.randint(0, T, (32,), generator=gen).to(device), torch.randn(32, 1, 16, 16, generator=gen).to(device)
+            xb, tb = ddpm.make_batch(x0, yb, t, eps)
+            with autocast_for(device, prec): pred = net(*xb)
+            loss = weighted_mse(pred.float(), *tb)
+            opt.zero_grad(set_to_none=True); scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+            return loss
+        for _ in range(2): step(False)
+        sync(device); t0 = time.perf_counter()
+        for _ in range(steps - 2): step(True)
+        sync(device); step_s = (time.perf_counter() - t0) / (steps - 2)
+        net.eval()
+        with torch.no_grad(), autocast_for(device, prec):
+            xb, tb = ddpm.make_batch(x[va].to(device), y[va].to(device), vt, veps, training=False)
+            vloss = weighted_mse(net(*xb).float(), *tb).item()
+        d = Diffusion(net, sched, 'v')
+        labels = torch.arange(32) % NUM_CLASSES
+        xT = start_noise((32, 1, 16, 16), torch.Generator().manual_seed(2), device)
+        sync(device); t0 = time.perf_counter()
+        samples[prec] = sample(d, labels=labels, x_T=xT, steps=sample_steps, precision=prec).cpu()
+        sync(device); sample_s = time.perf_counter() - t0
+        samples[prec, 'fp32-sampled'] = sample(d, labels=labels, x_T=xT, steps=sample_steps, precision='fp32').cpu()
+        res[prec] = dict(step_ms=step_s * 1000, img_s=32 / step_s, valid_loss=vloss, sample_s=sample_s)
+        log(f"    {prec}: {res[prec]}")
+    base = precisions[0]
+    rms = lambda a, b: (a - b).pow(2).mean().sqrt().item()
+    for prec in precisions:
+        res[prec]['samples_rms_vs_' + base] = rms(samples[prec], samples[base])
+        res[prec]['same_model_rms_vs_fp32_sampling'] = rms(samples[prec], samples[prec, 'fp32-sampled'])
+    lines = [f"Precision on {device} ({'native bf16: ' + str(cpu_has_bf16()) if device.type == 'cpu' else torch.cuda.get_device_name(device)}): "
+             f"the default job's model (`small`, conditional, 16x16 digits, batch 32), {steps} training steps from the same init, data "
+             f"and noise in each precision; validation loss on 256 held-out digits with fixed noise; 32 samples, DDIM {sample_steps} steps, guidance 3, from fixed noise.",
+             '', f"| precision | train ms/step | images/s | x {base} speed | valid loss after {steps} steps | sampling s (32 images) | x {base} | "
+             f"samples: RMS vs the {base} model's | RMS vs the same model sampled in fp32 |", '|---|---|---|---|---|---|---|---|---|']
+    for prec in precisions:
+        r = res[prec]
+        lines.append(f"| {prec} | {r['step_ms']:.0f} | {r['img_s']:.0f} | {res[base]['step_ms'] / r['step_ms']:.2f} | {r['valid_loss']:.4f} | "
+                     f"{r['sample_s']:.2f} | {res[base]['sample_s'] / r['sample_s']:.2f} | {r['samples_rms_vs_' + base]:.4f} | "
+                     f"{r['same_model_rms_vs_fp32_sampling']:.4f} |")
+    return res, '\n'.join(lines) + '\n'
 
 # ---------------------------------------------------------------------------------------------- timing
 def short_error(e: BaseException) -> str:
@@ -382,7 +470,7 @@ def markdown(results, args) -> str:
         + "Its EMA ran the " + ', '.join(sorted({tr['seed'].get('ema_phase', '?') for tr in results['train']})) + " phase on every timed step "
         + "(the seed copies the whole state_dict for its first 2000 steps, so that is what a short run sees; `--seed-ema-phase average` times the averaging).",
         "Course: same UNet (SDPA attention, broadcast time embedding), "
-        + (f"{results['train'][0]['course'].get('precision', '')} autocast, channels_last, fused AdamW" if dev.startswith('cuda') else 'fp32, contiguous, AdamW (fused AdamW and channels_last are GPU-only here)')
+        + (f"{results['train'][0]['course'].get('precision', '')} autocast, channels_last, fused AdamW" if dev.startswith('cuda') else f"{results['train'][0]['course'].get('precision', 'fp32')}, contiguous, fused AdamW (channels_last is GPU-only here)")
         + ", foreach EMA (decay 0.999), per-sample label dropout (p 0.1), t in [0, T), OneCycleLR.",
         "FLOPs: torch.utils.flop_counter.FlopCounterMode on the first warm-up step (one forward + backward of the full batch; "
         "matmuls, convolutions, attention); TFLOP/s = FLOPs per step / timed seconds per step. The compiled row uses the uncompiled count.",
@@ -394,7 +482,7 @@ def markdown(results, args) -> str:
                      "a doubled batch), torch.inference_mode(), " + ('bf16 autocast for the course, fp32 for the seed (it has no autocast)'
                                                                      if dev.startswith('cuda') else 'fp32') + ". "
                      + ("The seed's time is extrapolated linearly in steps from the steps actually run (--seed-sample-steps). " if sm['seed'].get('extrapolated') else '')
-                     + f"The course's step count ({args.course_steps}) is a flag; whether its FID is no worse than the seed's 1000 steps is measured in chapter 08, not here.")
+                     + f"The course's step count ({args.course_steps}) is a flag; whether its FID is no worse than the seed's 1000 steps is measured in chapters 09 and 10, not here.")
     loads = [float(v.split()[0]) for v in (results['loadavg_start'], results['loadavg_end']) if v]
     if loads and not dev.startswith('cuda') and max(loads) > 2:
         notes.append(f"CPU figures taken on a shared, loaded machine (1-minute load average {results['loadavg_start'].split()[0]} at start, "
@@ -431,6 +519,11 @@ def parse_args(argv=None):
                    help="which phase of the seed's EMA to time: 'copy' (its first 2000 steps, what a short run sees) or 'average'")
     p.add_argument('--threads', type=int, default=None,
                    help='torch.set_num_threads (default: as is, but 1 on a CPU run when the load average is above the CPU count)')
+    p.add_argument('--graph-breaks', action='store_true', help='print the graph breaks of the hot paths (torch._dynamo.explain) and stop')
+    p.add_argument('--precisions', nargs='+', default=None, choices=['fp32', 'bf16', 'fp16'],
+                   help='compare these precisions side by side (speed, loss, samples) on the default job, instead of the seed comparison')
+    p.add_argument('--precision-steps', type=int, default=60, help='training steps of each precision in --precisions')
+    p.add_argument('--precision-sample-steps', type=int, default=20, help='DDIM steps of the samples in --precisions')
     p.add_argument('--out', default=None, help='write the results: a .json file (numbers + the Markdown table) or a Markdown file')
     return p.parse_args(argv)
 
@@ -457,6 +550,15 @@ def main(argv=None):
     args.sample_n = args.sample_n or (10 if gpu else 2)
     if args.seed_sample_steps is None: args.seed_sample_steps = None if gpu else 10
     log = lambda *a: print(*a, file=sys.stderr, flush=True)
+    if args.graph_breaks or args.precisions:
+        results, md = dict(machine=machine_info(device), loadavg_start=la_start), ''
+        if args.graph_breaks: md += graph_break_table(device)
+        if args.precisions:
+            log(f"precisions {args.precisions} on {device}, {args.precision_steps} steps each ...")
+            results['precision'], table = precision_compare(args.precisions, device, args.precision_steps, args.precision_sample_steps, log)
+            md += ('\n' if md else '') + table
+        md += f"\nMachine: {results['machine']}; load average {la_start} at the start, {loadavg()} at the end.\n"
+        return report(results, md, args.out, log)
     mem = Memory(device)
     results = dict(machine=machine_info(device), loadavg_start=la_start, args=vars(args), memory_method=mem.method, train=[],
                    auto_threads=auto_threads)
@@ -491,11 +593,14 @@ def main(argv=None):
         log(f"    {results['sampling']} ({time.perf_counter() - t0:.0f} s)")
     results['loadavg_end'] = loadavg()
     results['wall_s'] = time.perf_counter() - t_start
-    md = markdown(results, args)
+    return report(results, markdown(results, args), args.out, log)
+
+def report(results: dict, md: str, out, log) -> dict:
+    "Print the tables; write the numbers and the tables to `out` (.json), or the tables alone (any other name)"
     results['markdown'] = md
     print(md)
-    if args.out:
-        out = Path(args.out); out.parent.mkdir(parents=True, exist_ok=True)
+    if out:
+        out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1, default=str) if out.suffix == '.json' else md)
         log(f"wrote {out}")
     return results

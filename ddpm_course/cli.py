@@ -4,13 +4,17 @@
 
 # %% ../nbs/12_cli.ipynb #c69fadb7
 from __future__ import annotations
-import argparse, errno, inspect, io, os, sys, textwrap, time, tokenize, types, typing
+import os
+# OpenMP reads its wait policy once, when torch loads it: so this comes first. Threads that finish early sleep instead of
+# spinning, which keeps two threads within 9% of the best when another program takes a core (bench/threads.py)
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+import argparse, errno, inspect, io, sys, textwrap, time, tokenize, types, typing
 from dataclasses import fields, replace
 from pathlib import Path
 import numpy as np
 import torch
-from .data import load_images, save_grid, to_unit, to_uint8, resolve_device, resolve_dataset, class_rows, per_class_grid
-from .diffusion import DEFAULT_GUIDANCE, check_guidance
+from .data import load_images, save_grid, to_unit, to_uint8, resolve_device, resolve_dataset, class_rows, per_class_grid, set_threads
+from .diffusion import DEFAULT_GUIDANCE, PRECISIONS, COMPILE_MODES, check_guidance, compile_model, resolve_precision
 from .sampling import SAMPLERS, sample
 from .runs import load_run, read_config
 from .training import TrainConfig, TRAIN_CHOICES, train, resume, saved_config, SampleCallback, is_main_process, check_launch
@@ -18,10 +22,10 @@ from .evaluation import evaluate_run
 from .distributed import distributed, init_distributed
 
 # %% auto #0
-__all__ = ['FLAG_ALIASES', 'CLI_DEFAULTS', 'DATA_FIELDS', 'RESUME_FLAGS', 'USER_ERRORS', 'OS_FIXES', 'cmd_grid', 'field_docs',
-           'flag_names', 'flag_type', 'show_flag', 'config_defaults', 'add_config_args', 'given_config', 'train_config',
-           'resume_conflicts', 'check_resume_flags', 'cmd_train', 'check_output', 'check_sample_args', 'sample_labels',
-           'cmd_sample', 'cmd_evaluate', 'HelpFormatter', 'make_parser', 'explain', 'main']
+__all__ = ['FLAG_ALIASES', 'CLI_DEFAULTS', 'DATA_FIELDS', 'FLAG_OPTIONS', 'RESUME_FLAGS', 'USER_ERRORS', 'OS_FIXES', 'cmd_grid',
+           'field_docs', 'flag_names', 'flag_type', 'show_flag', 'config_defaults', 'add_config_args', 'given_config',
+           'train_config', 'resume_conflicts', 'check_resume_flags', 'cmd_train', 'check_output', 'check_sample_args',
+           'sample_labels', 'cmd_sample', 'cmd_evaluate', 'HelpFormatter', 'make_parser', 'explain', 'main']
 
 # %% ../nbs/12_cli.ipynb #14ff3a56
 def cmd_grid(args) -> Path:
@@ -48,6 +52,7 @@ def field_docs(cls) -> dict[str, str]:
 FLAG_ALIASES = {'bs': ('--bs', '--batch-size'), 'T': ('--T',)}      # flags of a field other than --name-with-dashes
 CLI_DEFAULTS = {'conditional': True}       # the command line trains a class-conditional model unless told --no-conditional
 DATA_FIELDS = ('dataset', 'size', 'channels', 'root')               # the fields that choose a dataset (train and grid)
+FLAG_OPTIONS = {'compile': dict(nargs='?', const='default', metavar='MODE')}   # `--compile` alone is the default mode
 
 def flag_names(name: str) -> tuple[str, ...]:
     "The flags of the field `name`"
@@ -83,7 +88,8 @@ def add_config_args(p: argparse.ArgumentParser, cls=TrainConfig, names=None, giv
                   help=f"{docs.get(f.name, f.name)} (default: {shown})".replace('%', '%%'))
         if tp is bool: kw['action'] = argparse.BooleanOptionalAction
         else: kw['type'] = tp
-        if f.name in TRAIN_CHOICES: kw['choices'] = list(TRAIN_CHOICES[f.name])
+        if f.name in TRAIN_CHOICES: kw['choices'] = [c for c in TRAIN_CHOICES[f.name] if c is not None]
+        kw.update(FLAG_OPTIONS.get(f.name, {}))
         p.add_argument(*flag_names(f.name), **kw)
 
 # %% ../nbs/12_cli.ipynb #1bc921e6
@@ -96,7 +102,7 @@ def train_config(args) -> TrainConfig:
     return TrainConfig(**{**CLI_DEFAULTS, **given_config(args)})
 
 # %% ../nbs/12_cli.ipynb #fd000007
-RESUME_FLAGS = ('epochs', 'wandb', 'sample_every', 'n_samples')   # what --resume may change: the epochs to reach in all, and the logging
+RESUME_FLAGS = ('epochs', 'wandb', 'sample_every', 'n_samples', 'compile')   # what --resume may change: the epochs to reach in all, the logging, compiling
 
 def resume_conflicts(args, saved: dict) -> dict:
     "{field: (given, saved)} of the flags given with --resume that differ from the run's saved settings"
@@ -114,7 +120,7 @@ def check_resume_flags(args, saved: dict, out: Path):
     what = ', '.join(f"{show_flag(k, v)} (the run has {show_flag(k, s)})" for k, (v, s) in bad.items())
     one = len(bad) == 1
     raise ValueError(f"--resume continues {out} with the settings it was trained with, and {'this flag differs' if one else 'these flags differ'} "
-                     f"from them: {what}; drop {'it' if one else 'them'} (only --epochs and the logging flags --wandb, --sample-every, --n-samples may change), or start a new run with another --out")
+                     f"from them: {what}; drop {'it' if one else 'them'} (only --epochs, --compile and the logging flags --wandb, --sample-every, --n-samples may change), or start a new run with another --out")
 
 # %% ../nbs/12_cli.ipynb #73979944
 def cmd_train(args):
@@ -173,13 +179,16 @@ def cmd_sample(args):
     "Sample a grid (and optionally an .npz) from a run"
     check_sample_args(args)
     d, cfg = load_run(args.run, ema=not args.raw, device=resolve_device(args.device))
+    resolve_precision(args.precision, d.device)                  # (refuses fp16 on a CPU before any work)
+    d.net = compile_model(d.net, args.compile, d.device)
     y = sample_labels(args, d.num_classes)
     if args.guidance is not None and not d.conditional:
         raise ValueError(f"{args.run} is an unconditional run: --guidance needs a run trained with --conditional")
     if args.guidance is not None and y is None: raise ValueError("--guidance needs labels: give --label K or --per-class K with it")
     t0 = time.time()
     x = to_uint8(to_unit(sample(d, n=None if y is not None else args.n, labels=y, guidance=args.guidance, sampler=args.sampler,
-                                steps=None if args.steps == 0 else min(args.steps, d.sched.T), eta=args.eta, seed=args.seed)))
+                                steps=None if args.steps == 0 else min(args.steps, d.sched.T), eta=args.eta, seed=args.seed,
+                                precision=args.precision)))
     path = save_grid(x, args.out, nrow=args.per_class)
     msg = f"wrote {path}: {len(x)} samples in {time.time() - t0:.1f} s"
     if args.npz:
@@ -225,6 +234,7 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument('--resume', action='store_true', help="continue the run in --out if there is one (start it otherwise); it keeps its settings")
     add_config_args(t, TrainConfig)
     t.add_argument('--device', default=None, help="cpu, cuda, cuda:1, ...; the GPU when there is one")
+    t.add_argument('--threads', type=int, default=None, help="CPU threads of PyTorch (default: one per core that no other program is using, or OMP_NUM_THREADS)")
     t.add_argument('--quiet', action='store_true', help="no progress bars: one line per epoch")
     t.set_defaults(func=cmd_train)
 
@@ -243,7 +253,12 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument('--steps', type=int, default=50, help="network evaluations per sample (at most T); 0 means all T")
     s.add_argument('--eta', type=float, default=0., help="DDIM noise: 0 deterministic, 1 like DDPM")
     s.add_argument('--raw', action='store_true', help="sample with the raw weights instead of the EMA")
+    s.add_argument('--precision', default='auto', choices=list(PRECISIONS),
+                   help="the network's precision: auto is bf16 on a GPU (fp16 on old ones) and on a CPU with bf16 instructions, else fp32")
+    s.add_argument('--compile', nargs='?', const='default', default=None, choices=list(COMPILE_MODES), metavar='MODE',
+                   help=f"torch.compile the network: --compile alone is the default mode; or one of {', '.join(COMPILE_MODES)}")
     s.add_argument('--device', default=None, help="cpu, cuda, ...; the GPU when there is one")
+    s.add_argument('--threads', type=int, default=None, help="CPU threads of PyTorch (default: one per core that no other program is using, or OMP_NUM_THREADS)")
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser('evaluate', help="FID/KID vs steps, the guidance sweep and per-class metrics of a run (chapter 10)",
@@ -261,6 +276,7 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument('--allow-weak-judge', dest='allow_weak_judge', action='store_true',
                    help="score even when the judge reads fewer than JUDGE_BAR of the held-out real images right (with a warning)")
     e.add_argument('--device', default=None, help="cpu, cuda, ...; the GPU when there is one")
+    e.add_argument('--threads', type=int, default=None, help="CPU threads of PyTorch (default: one per core that no other program is using, or OMP_NUM_THREADS)")
     e.set_defaults(func=cmd_evaluate)
     return p
 
@@ -285,6 +301,7 @@ def main(argv: list[str] | None = None):
     "Entry point of the `ddpm_course` command: a failure a user can cause ends in one line (exit code 1; 130 for Ctrl-C)"
     args = make_parser().parse_args(argv)
     try:
+        if hasattr(args, 'threads'): set_threads(args.threads)   # (before any work: chapter 01)
         result = args.func(args)
         return result if argv is not None else None     # the shell gets exit status 0, not the result
     except KeyboardInterrupt:

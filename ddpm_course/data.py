@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #830cb455
 from __future__ import annotations
-import socket, warnings
+import os, socket, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -24,10 +24,10 @@ with warnings.catch_warnings():    # fastai 2.8 marks a few layers with torch.ji
 from torch import nn
 
 # %% auto #0
-__all__ = ['SHAPES', 'IMG_EXTS', 'DATASETS', 'ImageDataset', 'to_unit', 'to_model_range', 'resolve_device', 'check_size',
-           'load_digits_images', 'to_uint8', 'draw_shape', 'make_shapes', 'load_folder', 'load_torchvision',
-           'resolve_dataset', 'load_images', 'split', 'get_dls', 'show_images', 'image_grid', 'save_grid', 'class_rows',
-           'per_class_grid', 'SmallClassifier', 'train_classifier', 'classify']
+__all__ = ['TORCH_THREADS', 'SHAPES', 'IMG_EXTS', 'DATASETS', 'ImageDataset', 'to_unit', 'to_model_range', 'resolve_device',
+           'busy_cores', 'set_threads', 'check_size', 'load_digits_images', 'to_uint8', 'draw_shape', 'make_shapes',
+           'load_folder', 'load_torchvision', 'resolve_dataset', 'load_images', 'split', 'get_dls', 'show_images',
+           'image_grid', 'save_grid', 'class_rows', 'per_class_grid', 'SmallClassifier', 'train_classifier', 'classify']
 
 # %% ../nbs/01_data.ipynb #7042fab6
 class ImageDataset(torch.utils.data.Dataset):
@@ -53,6 +53,28 @@ def to_model_range(x: Tensor, value_range=(0, 1)) -> Tensor:
 def resolve_device(device=None) -> torch.device:
     "`device` as a torch.device, or fastai's default when None: the current GPU when there is one, else the CPU"
     return torch.device(device) if device is not None else default_device()
+
+TORCH_THREADS = torch.get_num_threads()         # PyTorch's default when this module was first imported: one per physical core
+
+def busy_cores(seconds: float = 0.3) -> float | None:
+    "How many of this machine's cores other programs keep busy right now, from /proc/stat over `seconds` (None where there is none)"
+    def read():
+        try: f = [int(v) for v in Path('/proc/stat').read_text().split('\n', 1)[0].split()[1:]]
+        except (OSError, ValueError): return None
+        return f[3] + (f[4] if len(f) > 4 else 0), sum(f)          # (idle + iowait, all) jiffies of all cores
+    a = read(); time.sleep(seconds); b = read()
+    if a is None or b is None or b[1] <= a[1]: return None
+    return (os.cpu_count() or 1) * (1 - (b[0] - a[0]) / (b[1] - a[1]))
+
+def set_threads(n: int | None = None) -> int:
+    "Set PyTorch's CPU threads: `n`, or OMP_NUM_THREADS when set, or one per core that no other program keeps busy (at least 1)"
+    if n is None and os.environ.get('OMP_NUM_THREADS'): n = torch.get_num_threads()   # (the user's choice, e.g. `make test`'s)
+    if n is None:
+        cores, busy = TORCH_THREADS, busy_cores()                       # torch's default: one thread per physical core
+        n = cores if busy is None else max(1, min(cores, round(cores - busy)))
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"threads must be a whole number of at least 1, got {n!r}")
+    torch.set_num_threads(n)
+    return n
 
 # %% ../nbs/01_data.ipynb #175244f5
 def check_size(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -239,8 +261,9 @@ def get_dls(name: str | Path = 'digits',    # a name in `DATASETS`, or a folder 
                          f"use more images (--n), or a valid_pct of at least {1 / len(x):.2g}")
     train_ds, valid_ds = ImageDataset(x[train_idx], y[train_idx], classes), ImageDataset(x[valid_idx], y[valid_idx], classes)
     device = resolve_device(device)
-    dls = DataLoaders(DataLoader(train_ds, bs=bs, shuffle=True, drop_last=len(train_ds) >= bs, device=device),
-                      DataLoader(valid_ds, bs=bs, shuffle=False, drop_last=False, device=device))
+    pin = device.type == 'cuda'                 # batches to a GPU through pinned memory: the copy does not stall the host
+    dls = DataLoaders(DataLoader(train_ds, bs=bs, shuffle=True, drop_last=len(train_ds) >= bs, device=device, pin_memory=pin),
+                      DataLoader(valid_ds, bs=bs, shuffle=False, drop_last=False, device=device, pin_memory=pin))
     for dl in dls.loaders: dl.n_inp = 1                                        # one input (the images), as fastai's TfmdDL says
     dls.vocab, dls.c, dls.n_channels, dls.img_size, dls.name = classes, len(classes), x.shape[1], tuple(x.shape[-2:]), str(name)
     return dls

@@ -4,7 +4,8 @@
 
 # %% ../nbs/05_diffusion.ipynb #dif00003
 from __future__ import annotations
-import json, math
+import json, math, sys
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 import torch
@@ -17,8 +18,10 @@ from .models import UNet, UNetConfig
 from .ema import unwrap
 
 # %% auto #0
-__all__ = ['DEFAULT_GUIDANCE', 'DIFFUSION_FORMAT', 'PRECISIONS', 'check_guidance', 'check_labels', 'Diffusion', 'weights_of',
-           'check_weights', 'load_safetensors', 'resolve_precision', 'autocast_for']
+__all__ = ['DEFAULT_GUIDANCE', 'DIFFUSION_FORMAT', 'PRECISIONS', 'CPU_BF16_FLAGS', 'COMPILE_MODES', 'HOST_READS', 'HOST_ONLY',
+           'check_guidance', 'check_labels', 'Diffusion', 'weights_of', 'check_weights', 'load_safetensors',
+           'cpu_flags', 'cpu_has_bf16', 'resolve_precision', 'autocast_for', 'check_compile_mode', 'compile_model',
+           'graph_breaks', 'count_host_reads']
 
 # %% ../nbs/05_diffusion.ipynb #dif00006
 DEFAULT_GUIDANCE = 3.      # classifier-free guidance w of the command line, the in-training grids and `evaluate`
@@ -167,20 +170,86 @@ def load(cls: Diffusion, folder, device=None) -> Diffusion:
 
 # %% ../nbs/05_diffusion.ipynb #dif00022
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
+CPU_BF16_FLAGS = ('avx512_bf16', 'amx_bf16')   # the CPU flags of native bfloat16 matrix instructions
+
+def cpu_flags() -> set[str]:
+    "The CPU's feature flags as Linux lists them in /proc/cpuinfo (empty where there is no such file)"
+    try: text = Path('/proc/cpuinfo').read_text()
+    except OSError: return set()
+    line = next((l for l in text.splitlines() if l.startswith(('flags', 'Features'))), '')
+    return set(line.partition(':')[2].split())
+
+def cpu_has_bf16() -> bool:
+    "Does this CPU multiply bfloat16 matrices natively (AVX-512 BF16 or AMX)? Then bf16 autocast is faster than fp32 on it"
+    return bool(cpu_flags() & set(CPU_BF16_FLAGS))
 
 def resolve_precision(precision: str = 'auto', device=None) -> str:
-    "'fp32', 'bf16' or 'fp16' for `device`: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU"
+    "'fp32', 'bf16' or 'fp16' for `device`: bf16 on GPUs and CPUs that support it, fp16 on older GPUs, fp32 on other CPUs"
     device = resolve_device(device)
     if precision not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if device.type != 'cuda':
-        if precision in ('bf16', 'fp16'): raise ValueError(f"{precision} mixed precision needs a CUDA GPU; use fp32 on {device.type}")
+    if device.type == 'cuda':
+        if precision == 'auto': return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+        return precision
+    if precision == 'fp16': raise ValueError(f"fp16 mixed precision needs a CUDA GPU (it needs a gradient scaler); use bf16 or fp32 on {device.type}")
+    if device.type != 'cpu':
+        if precision == 'bf16': raise ValueError(f"bf16 autocast is supported here on CUDA GPUs and CPUs, not on {device.type}; use fp32")
         return 'fp32'
-    if precision == 'auto': return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+    if precision == 'auto': return 'bf16' if cpu_has_bf16() else 'fp32'
     return precision
 
 def autocast_for(device, precision: str = 'auto'):
-    "An autocast context for running the network on `device` (bf16/fp16 on a GPU, nothing on CPU)"
+    "An autocast context for running the network on `device` at `resolve_precision`'s choice (disabled for fp32)"
     device = torch.device(device)
     p = resolve_precision(precision, device)
     if p == 'fp32': return torch.autocast(device.type, enabled=False)
-    return torch.autocast('cuda', dtype=torch.bfloat16 if p == 'bf16' else torch.float16)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if p == 'bf16' else torch.float16)
+
+# %% ../nbs/05_diffusion.ipynb #dif00031
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune')
+
+def check_compile_mode(mode) -> str | None:
+    "None (do not compile) or one of `COMPILE_MODES`; True means 'default' and False None (as older run configs say)"
+    if mode is True: return 'default'
+    if mode is False or mode is None: return None
+    if mode not in COMPILE_MODES: raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {mode!r}")
+    return mode
+
+def compile_model(model: nn.Module, mode: str | None, device=None) -> nn.Module:
+    "`torch.compile(model)` in `mode` with static shapes (unchanged when mode is None, or with a note when compiling is not possible here)"
+    mode = check_compile_mode(mode)
+    if mode is None: return model
+    if resolve_device(device).type == 'cpu':
+        print(f"torch.compile on the CPU ({mode}): the first steps compile C++ kernels, which takes a minute or more; it pays off on long runs only")
+    try: return torch.compile(model, mode=None if mode == 'default' else mode, dynamic=False)
+    except Exception as e:
+        print(f"torch.compile is not available here ({type(e).__name__}: {e}); running without it"); return model
+
+# %% ../nbs/05_diffusion.ipynb #dif00034
+def graph_breaks(fn, *args, **kwargs) -> tuple[int, list[str]]:
+    "(number of graph breaks, their reasons) when torch.compile traces `fn(*args, **kwargs)`; traced by torch._dynamo.explain, not compiled"
+    import torch._dynamo
+    torch._dynamo.reset()
+    e = torch._dynamo.explain(fn)(*args, **kwargs)
+    torch._dynamo.reset()
+    reasons = [str(r.reason).split('\n')[0] for r in e.break_reasons]
+    return max(e.graph_break_count, len(reasons)), reasons    # (a data-dependent `if` is a reason that graph_break_count leaves out)
+
+HOST_READS = ('item', 'tolist', 'numpy', 'cpu', '__bool__', '__int__', '__float__', '__index__', '__format__')
+# fastai's one-cycle schedule computes each step's learning rate from a 3-number tensor it builds on the CPU, never on the GPU:
+# reading it is not a sync, so the reads made in that file are left out
+HOST_ONLY = (str(Path('fastai')/'callback'/'schedule.py'),)
+
+@contextmanager
+def count_host_reads(host_only: tuple[str, ...] = HOST_ONLY):
+    "Yield a list that collects 'method at file:line' for every call reading a tensor's values back to the host while the block runs"
+    calls, saved = [], {name: getattr(Tensor, name) for name in HOST_READS}
+    def counting(name, orig):
+        def read(self, *args, **kwargs):
+            f = sys._getframe(1)
+            if not f.f_code.co_filename.endswith(host_only): calls.append(f"{name} at {Path(f.f_code.co_filename).name}:{f.f_lineno}")
+            return orig(self, *args, **kwargs)
+        return read
+    for name, orig in saved.items(): setattr(Tensor, name, counting(name, orig))
+    try: yield calls
+    finally:
+        for name, orig in saved.items(): setattr(Tensor, name, orig)

@@ -19,11 +19,12 @@ from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.schedule import SkipToEpoch
 
 # %% auto #0
-__all__ = ['RUN_FORMAT', 'CKPT_FILES', 'WANDB_MODES', 'split_tensors', 'join_tensors', 'write_text_atomic', 'write_json_atomic',
-           'save_tensors', 'save_checkpoint', 'latest_checkpoint', 'complete_checkpoints', 'clean_partial_checkpoints',
-           'RunLockedError', 'RunLock', 'read_config', 'check_same_architecture', 'load_weights', 'load_run', 'find_cb',
-           'start_epoch', 'RunCallback', 'rng_state', 'set_rng_state', 'CheckpointCallback', 'ResumeState',
-           'ResumeCallback', 'wandb_logged_in', 'wandb_mode', 'make_wandb_callback', 'start_wandb']
+__all__ = ['RUN_FORMAT', 'CKPT_FILES', 'WANDB_MODES', 'LOG_EVERY', 'split_tensors', 'join_tensors', 'write_text_atomic',
+           'write_json_atomic', 'save_tensors', 'save_checkpoint', 'latest_checkpoint', 'complete_checkpoints',
+           'clean_partial_checkpoints', 'RunLockedError', 'RunLock', 'read_config', 'check_same_architecture',
+           'load_weights', 'load_run', 'find_cb', 'start_epoch', 'RunCallback', 'rng_state', 'set_rng_state',
+           'CheckpointCallback', 'ResumeState', 'ResumeCallback', 'wandb_logged_in', 'wandb_mode',
+           'make_wandb_callback', 'start_wandb']
 
 # %% ../nbs/07_runs.ipynb #a829fef1
 def split_tensors(obj, tensors: dict | None = None, prefix: str = 'x'):
@@ -328,10 +329,19 @@ def _plain(v):
     if isinstance(v, (list, tuple)): return [_plain(x) for x in v]
     return getattr(v, '__name__', None) or type(v).__name__
 
+LOG_EVERY = 10      # training steps between reads of the loss back to Python: W&B here, the progress bar and the divergence check (chapter 08)
+
 def make_wandb_callback(**kw):
     "fastai's `WandbCallback`, with a config formatting that works on every fastai version (fastai#4173)"
     import fastai.callback.wandb as fw
     class DDPMWandbCallback(fw.WandbCallback):
+        def after_batch(self):
+            "The losses and learning rates every LOG_EVERY steps (fastai's callback logs the loss tensors at every step: a sync each)"
+            if not self.training: return
+            self._wandb_step += 1; self._wandb_epoch += 1 / self.n_iter
+            if self.train_iter % LOG_EVERY: return                     # (the steps of this fit, as the progress bar counts them)
+            hypers = {f'{k}_{i}': v for i, h in enumerate(self.opt.hypers) for k, v in h.items()}
+            fw.wandb.log({'epoch': self._wandb_epoch, 'train_loss': float(self.smooth_loss), 'raw_loss': float(self.loss.detach()), **hypers}, step=self._wandb_step)
         def before_fit(self):
             orig = fw._format_config
             fw._format_config = lambda cfg: cfg.update({k: _plain(v) for k, v in cfg.items()}) or cfg

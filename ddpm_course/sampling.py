@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from torch import Tensor
 from fastprogress.fastprogress import progress_bar
-from .schedules import NoiseSchedule, _randn, check_T, check_timesteps, check_variance, ddpm_step, extract
+from .schedules import NoiseSchedule, _randn, check_T, check_step, check_variance, ddpm_step, extract, to_device
 from .diffusion import Diffusion, DEFAULT_GUIDANCE, check_guidance, check_labels, autocast_for
 
 # %% auto #0
 __all__ = ['SPACINGS', 'SAMPLERS', 'check_steps', 'check_spacing', 'timesteps_for', 'respace_schedule', 'check_eta', 'ddim_step',
-           'check_sampler', 'check_n', 'start_noise', 'sample']
+           'check_sampler', 'check_n', 'start_noise', 'sample_step', 'sample']
 
 # %% ../nbs/06_sampling.ipynb #656d9571
 SPACINGS = ('linspace', 'leading', 'trailing')
@@ -48,7 +48,7 @@ def respace_schedule(sched: NoiseSchedule,
                      timesteps,                  # the kept timesteps, in any order
                      ) -> NoiseSchedule:         # index i holds the i-th smallest kept timestep
     "The schedule of a subsequence of `sched`'s steps: beta_i = 1 - abar_{t_i} / abar_{t_{i-1}} (Nichol & Dhariwal 2021, sec. 4)"
-    ts = sorted({int(check_timesteps(int(t), sched)) for t in timesteps})
+    ts = sorted({check_step(int(t), sched) for t in timesteps})
     if ts == list(range(sched.T)): return sched
     alpha_bar = torch.cumprod(1 - sched.betas.detach().double().cpu(), 0)[ts]
     betas = 1 - alpha_bar / torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
@@ -71,7 +71,7 @@ def ddim_step(x0_hat: Tensor,              # the predicted clean image at (x_t, 
               generator: torch.Generator | None = None,
               ) -> Tensor:                 # x_{t_prev}, (B, C, H, W)
     "One DDIM step: x_t' = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma_t^2) eps_hat + sigma_t z (Song et al. 2021, eqs. 12, 16)"
-    t, t_prev, eta = int(check_timesteps(t, sched)), int(t_prev), check_eta(eta)
+    t, t_prev, eta = check_step(t, sched), int(t_prev), check_eta(eta)
     if not -1 <= t_prev < t: raise ValueError(f"t_prev must lie in -1..{t - 1}, below t = {t} (-1 is the final step to x0), got {t_prev}")
     if t_prev < 0: return x0_hat                                          # alpha_bar of the clean image is 1: no noise left
     x = x0_hat
@@ -102,17 +102,30 @@ def start_noise(shape: tuple, generator: torch.Generator | None = None, device=N
     "x_T ~ N(0, I) of `shape`: drawn by `generator` on its own device (a CPU seed gives the same noise anywhere), then moved to `device`"
     return _randn(tuple(shape), generator, device)
 
+def sample_step(diffusion: Diffusion,
+                x: Tensor,                      # the current sample x_t, (B, C, H, W)
+                k: int,                         # which step of the sampler: t = ts[k]
+                ts: list[int],                  # the timesteps visited, noisiest first (`timesteps_for`)
+                y: Tensor | None = None,        # labels (B,) on x's device, or None
+                w: float = 1.,                  # guidance
+                sampler: str = 'ddim',
+                sub: NoiseSchedule | None = None,  # DDPM: the schedule respaced to `ts` (`respace_schedule`)
+                eta: float = 0., variance: str = 'beta', clip_x0: float | None = 1.,
+                generator: torch.Generator | None = None) -> Tensor:   # the next sample, at ts[k + 1] (x0 after the last)
+    "One step of a sampler: the model's (x0_hat, eps_hat) at t = ts[k], then one DDIM or DDPM step; traced by torch.compile as one graph"
+    sched, t = diffusion.sched, ts[k]
+    x0, eps = diffusion.predict(x, torch.full((len(x),), t, dtype=torch.long, device=x.device), y, w)
+    if clip_x0 is not None:
+        x0 = x0.clamp(-clip_x0, clip_x0)
+        eps = (x - extract(sched.sqrt_alpha_bar, t, x) * x0) / extract(sched.sqrt_one_minus_alpha_bar, t, x)   # the noise the clipped x0 implies
+    if sampler == 'ddim': return ddim_step(x0, eps, t, ts[k + 1] if k + 1 < len(ts) else -1, sched, eta, generator=generator)
+    return ddpm_step(x0, x, len(ts) - 1 - k, sub, variance, generator=generator)
+
 def _steps(diffusion: Diffusion, x: Tensor, y, w: float, sampler: str, ts: list[int], sub: NoiseSchedule | None,
            eta: float, variance: str, clip_x0, generator, progress: bool) -> Tensor:
-    "The loop: the model's (x0_hat, eps_hat) at each visited timestep, then one DDIM or DDPM step"
-    sched = diffusion.sched
-    for k, t in enumerate(progress_bar(ts, leave=False) if progress else ts):
-        x0, eps = diffusion.predict(x, torch.full((len(x),), t, dtype=torch.long, device=x.device), y, w)
-        if clip_x0 is not None:
-            x0 = x0.clamp(-clip_x0, clip_x0)
-            eps = (x - extract(sched.sqrt_alpha_bar, t, x) * x0) / extract(sched.sqrt_one_minus_alpha_bar, t, x)   # the noise the clipped x0 implies
-        if sampler == 'ddim': x = ddim_step(x0, eps, t, ts[k + 1] if k + 1 < len(ts) else -1, sched, eta, generator=generator)
-        else: x = ddpm_step(x0, x, len(ts) - 1 - k, sub, variance, generator=generator)
+    "The loop over the steps: nothing in it reads a value back from the device"
+    for k in (progress_bar(range(len(ts)), leave=False) if progress else range(len(ts))):
+        x = sample_step(diffusion, x, k, ts, y, w, sampler, sub, eta, variance, clip_x0, generator)
     return x
 
 @torch.no_grad()
@@ -162,8 +175,9 @@ def sample(diffusion: Diffusion,
     if was_training: net.eval()
     try:
         with autocast_for(device, precision):
-            out = [_steps(diffusion, x_T[i:i + bs], None if y is None else y[i:i + bs].to(device), w, sampler, ts, sub,
-                          eta, variance, clip_x0, generator, progress) for i in range(0, n, bs)]
+            # (each batch's result is copied out: a network compiled with CUDA graphs reuses its output memory in the next batch)
+            out = [_steps(diffusion, x_T[i:i + bs], None if y is None else to_device(y[i:i + bs], device), w, sampler, ts, sub,
+                          eta, variance, clip_x0, generator, progress).clone() for i in range(0, n, bs)]
     finally:
         if was_training: net.train()
     return torch.cat(out).float()

@@ -11,9 +11,9 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'PRED_TYPES', 'VARIANCES', 'check_betas', 'NoiseSchedule', 'check_T', 'betas_from_alpha_bar',
-           'linear_betas', 'cosine_betas', 'sigmoid_betas', 'rescale_zero_terminal_snr', 'make_schedule',
-           'check_timesteps', 'extract', 'sample_timesteps', 'q_sample', 'check_pred_type', 'target_for', 'pred_to_x0',
-           'pred_to_eps', 'check_variance', 'ddpm_step', 'gaussian_denoiser']
+           'linear_betas', 'cosine_betas', 'sigmoid_betas', 'rescale_zero_terminal_snr', 'make_schedule', 'check_step',
+           'check_timesteps', 'to_device', 'extract', 'sample_timesteps', 'q_sample', 'check_pred_type', 'target_for',
+           'pred_to_x0', 'pred_to_eps', 'check_variance', 'ddpm_step', 'gaussian_denoiser']
 
 # %% ../nbs/02_noise_schedules.ipynb #e73015d9
 _FIELDS = ('betas', 'alphas', 'alpha_bar', 'alpha_bar_prev', 'sqrt_alpha_bar', 'sqrt_one_minus_alpha_bar', 'snr', 'log_snr',
@@ -50,6 +50,7 @@ class NoiseSchedule:
                       posterior_log_variance_clipped=torch.cat([pv[1:2], pv[1:]]).log() if len(pv) > 1 else torch.full_like(pv, -math.inf),
                       posterior_mean_coef1=b * ab_prev.sqrt() / (1 - ab), posterior_mean_coef2=(1 - ab_prev) * a.sqrt() / (1 - ab))
         for k, v in fields.items(): setattr(self, k, v.float())
+        self.has_zero_alpha_bar = bool((self.alpha_bar == 0).any())   # read once here, never per step (see check_timesteps)
         self.name, self.zero_terminal_snr, self.params = name, bool(zero_terminal_snr), params
 
     @property
@@ -138,32 +139,48 @@ def make_schedule(name: str = 'linear',        # a name in `SCHEDULES`: 'linear'
     return NoiseSchedule(betas, name=name, zero_terminal_snr=zero_terminal_snr, **kw)
 
 # %% ../nbs/02_noise_schedules.ipynb #fff5c9e7
+def _timestep_msg(sched: NoiseSchedule) -> str:
+    return f"timesteps must lie in 0..{sched.T - 1} (T = {sched.T}: train on 0..T-1, sample T-1 down to 0)"
+
+def check_step(t: int, sched: NoiseSchedule) -> int:
+    "One timestep as a Python int in 0..T-1, what a sampler's loop passes: checked in Python, which costs nothing"
+    if isinstance(t, Tensor):
+        if t.numel() != 1 or t.is_floating_point(): raise TypeError(f"a single integer timestep was expected, got a {t.dtype} tensor of shape {tuple(t.shape)}")
+        t = int(t)                                # (a tensor here is read once: not on a loop's hot path)
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)): raise TypeError(f"timesteps must be integers, got {t!r}")
+    if not 0 <= t < sched.T: raise ValueError(f"{_timestep_msg(sched)}, got {t}")
+    return int(t)
+
 def check_timesteps(t: Tensor | int, sched: NoiseSchedule) -> Tensor:
-    "`t` as an integer tensor, checking that every timestep lies in 0..T-1"
+    "`t` as an int64 tensor, checked to lie in 0..T-1 by an assertion on the tensor's device: no sync, and traceable by torch.compile"
+    if isinstance(t, (int, np.integer)) and not isinstance(t, bool): return torch.tensor(check_step(t, sched))
     t = torch.as_tensor(t)
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:      # the dtype alone: known without looking at the values
         raise TypeError(f"timesteps must be integers (torch.long), got {t.dtype}; use t.long() or torch.randint")
-    msg = f"timesteps must lie in 0..{sched.T - 1} (T = {sched.T}: train on 0..T-1, sample T-1 down to 0)"
-    if t.device.type != 'cpu':                # on a GPU, checked on the device: reading the values back would stall it at every step
-        if t.numel(): torch._assert_async(((t >= 0) & (t < sched.T)).all(), msg)
-    elif t.numel() and (t.min() < 0 or t.max() >= sched.T): raise ValueError(f"{msg}, got values from {t.min().item()} to {t.max().item()}")
+    if t.numel(): torch._assert_async(((t >= 0) & (t < sched.T)).all(), _timestep_msg(sched))
     return t.long()
+
+def to_device(x: Tensor, device) -> Tensor:
+    "`x` on `device`; from the CPU to a GPU through pinned memory and without blocking, so that the host never waits for the GPU"
+    device = torch.device(device)
+    if x.device.type == 'cpu' and device.type == 'cuda': return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 def extract(a: Tensor,                 # (T,) a per-step value, e.g. `sched.sqrt_alpha_bar`
             t: Tensor | int,           # timesteps, (B,) or a single int
             x: Tensor | tuple) -> Tensor:  # the images (B, C, H, W) the result must broadcast against, or their shape
     "`a[t]` shaped (B, 1, ..., 1) to broadcast against `x`, on `x`'s device when `x` is a tensor"
     shape = x.shape if isinstance(x, Tensor) else tuple(x)
-    t = torch.as_tensor(t)
-    out = a.to(t.device)[t] if t.device != a.device else a[t]
-    if isinstance(x, Tensor): out = out.to(x.device)
+    if isinstance(t, Tensor) and t.device != a.device: t = to_device(t, a.device)   # (a Python int indexes `a` where it is)
+    out = a[t]
+    if isinstance(x, Tensor) and out.device != x.device: out = to_device(out, x.device)
     return out.reshape(-1, *([1] * (len(shape) - 1)))
 
 # %% ../nbs/02_noise_schedules.ipynb #f9771ccf
 def _randn(shape, generator: torch.Generator | None, device) -> Tensor:
     "Standard normal noise drawn by `generator` (on its own device, so a CPU seed gives the same noise anywhere) and moved to `device`"
     if generator is None: return torch.randn(shape, device=device)
-    return torch.randn(shape, generator=generator, device=generator.device).to(device)
+    return to_device(torch.randn(shape, generator=generator, device=generator.device), device if device is not None else 'cpu')
 
 def sample_timesteps(n: int, sched: NoiseSchedule, device=None, generator: torch.Generator | None = None) -> Tensor:
     "`n` training timesteps drawn uniformly from 0..T-1 (every step, including 0), as int64"
@@ -207,9 +224,9 @@ def pred_to_x0(pred: Tensor,        # the model's output, (B, C, H, W)
     t = check_timesteps(t, sched)
     sab, s1ab = extract(sched.sqrt_alpha_bar, t, x_t), extract(sched.sqrt_one_minus_alpha_bar, t, x_t)
     if pred_type == 'v': return sab * x_t - s1ab * pred
-    if (sab == 0).any():
-        raise ValueError(f"x0 cannot be recovered from an eps-prediction at t = {t.max().item()}: alpha_bar is 0 there (zero terminal SNR), "
-                         f"so x_t is pure noise and x0 = (x_t - eps) / 0. Train and sample with pred_type='v' or 'x0' on this schedule.")
+    if sched.has_zero_alpha_bar:                # (read from the schedule once: no per-step look at t)
+        torch._assert_async((sab != 0).all(), "x0 cannot be recovered from an eps-prediction where alpha_bar is 0 (zero terminal SNR): "
+                            "x_t is pure noise there and x0 = (x_t - eps) / 0. Train and sample with pred_type='v' or 'x0' on this schedule.")
     return (x_t - s1ab * pred) / sab
 
 def pred_to_eps(pred: Tensor, x_t: Tensor, t: Tensor | int, sched: NoiseSchedule, pred_type: str) -> Tensor:
@@ -238,12 +255,12 @@ def ddpm_step(x0_hat: Tensor,             # the predicted clean image at (x_t, t
               ) -> Tensor:                # x_{t-1}, (B, C, H, W)
     "One reverse step: x_{t-1} = mu-tilde(x_t, x0_hat) + sigma_t z, and no noise at t = 0 (Ho et al. 2020, eqs. 6-7 and Algorithm 2)"
     check_variance(variance)
-    t = int(check_timesteps(t, sched))
+    t = check_step(t, sched)
     mean = extract(sched.posterior_mean_coef1, t, x_t) * x0_hat + extract(sched.posterior_mean_coef2, t, x_t) * x_t
     if t == 0: return mean
     log_var = sched.betas[t].log() if variance == 'beta' else sched.posterior_log_variance_clipped[t]
     if noise is None: noise = _randn(x_t.shape, generator, x_t.device)
-    return mean + (0.5 * log_var).exp().to(x_t.device) * noise
+    return mean + (0.5 * log_var).exp() * noise
 
 # %% ../nbs/02_noise_schedules.ipynb #02488369
 def gaussian_denoiser(mu: float | Tensor,   # the data's mean, a number or per pixel (C, H, W)

@@ -17,22 +17,26 @@ from .data import get_dls, save_grid, to_unit, resolve_device, resolve_dataset  
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
-import fastai.callback.schedule, fastai.callback.progress   # fit_one_cycle and the progress bars (fastprogress)
+from fastai.callback.progress import ProgressCallback
+from fastai.learner import AvgLoss, AvgSmoothLoss
+from fastai.torch_core import maybe_gather
+import fastai.callback.schedule   # fit_one_cycle
 from fastai.optimizer import OptimWrapper
-from .schedules import NoiseSchedule, SCHEDULES, PRED_TYPES, make_schedule, q_sample, target_for, check_pred_type
+from .schedules import NoiseSchedule, SCHEDULES, PRED_TYPES, make_schedule, q_sample, target_for, check_pred_type, to_device
 from .models import PRESETS, make_unet
 from .ema import EMACallback, unwrap      # unwrap: the model under torch.compile's and DDP's wrappers (chapter 04)
-from .diffusion import Diffusion, PRECISIONS, resolve_precision
+from .diffusion import Diffusion, PRECISIONS, resolve_precision, COMPILE_MODES, check_compile_mode, compile_model
 from .sampling import sample, start_noise
 from .runs import (RUN_FORMAT, RunCallback, CheckpointCallback, ResumeCallback, ResumeState, WANDB_MODES, RunLock, find_cb,
                               latest_checkpoint, complete_checkpoints, clean_partial_checkpoints, read_config, check_same_architecture,
-                              start_wandb, write_json_atomic)
+                              start_wandb, write_json_atomic, LOG_EVERY)
 
 # %% auto #0
 __all__ = ['TRAIN_CHOICES', 'min_snr_weights', 'weighted_mse', 'drop_labels', 'NonFiniteLossError', 'is_conditional',
-           'DDPMCallback', 'DivergenceError', 'DivergenceCallback', 'SampleCallback', 'TrainConfig', 'maybe_compile',
-           'ddpm_learner', 'launch_info', 'is_main_process', 'check_launch', 'build_run', 'run_config',
-           'check_fit_context', 'train', 'saved_config', 'resume']
+           'DDPMCallback', 'DivergenceError', 'DeviceSmoothLoss', 'DeviceLoss', 'use_device_losses',
+           'StepProgressCallback', 'DivergenceCallback', 'AutocastCallback', 'SampleCallback', 'TrainConfig',
+           'CUDAGraphStepCallback', 'ddpm_learner', 'launch_info', 'is_main_process', 'check_launch', 'build_run',
+           'run_config', 'check_fit_context', 'train', 'saved_config', 'resume']
 
 # %% ../nbs/08_unconditional.ipynb #22940d50
 def min_snr_weights(t: Tensor, sched: NoiseSchedule, pred_type: str, gamma: float | None = None) -> Tensor:
@@ -64,7 +68,7 @@ def is_conditional(model: nn.Module) -> bool:
 
 # %% ../nbs/08_unconditional.ipynb #fa733ef0
 class DDPMCallback(Callback):
-    "Turn batches (x0, y) into model inputs (x_t, t[, y]) and targets (target, weight); stop on a non-finite loss"
+    "Turn batches (x0, y) into model inputs (x_t, t[, y]) and targets (target, weight)"
     order = -5                                                   # before everything that reads xb (after TrainEvalCallback)
     def __init__(self, sched: NoiseSchedule, pred_type: str, p_uncond: float = 0.,
                  min_snr_gamma: float | None = None, valid_seed: int = 0, channels_last: bool = False):
@@ -72,9 +76,11 @@ class DDPMCallback(Callback):
         self.min_snr_gamma, self.valid_seed, self.channels_last = min_snr_gamma, valid_seed, channels_last
         if not 0 <= p_uncond < 1: raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond}")
 
-    def before_fit(self):
-        self._cond = is_conditional(self.learn.model)
-        self._null = getattr(unwrap(self.learn.model), 'null_class', None)
+    def setup(self, model: nn.Module):
+        "Read from the model whether it takes labels, and its null class"
+        self._cond, self._null = is_conditional(model), getattr(unwrap(model), 'null_class', None)
+        return self
+    def before_fit(self): self.setup(self.learn.model)
 
     def before_validate(self): self._pos = 0
 
@@ -88,48 +94,89 @@ class DDPMCallback(Callback):
             ts.append(torch.randint(0, self.sched.T, (1,), generator=g))               # the same numbers on every device,
             eps.append(torch.randn(x0.shape[1:], generator=g))                         # and nothing kept between validations
         self._pos += len(x0)
-        return torch.cat(ts).to(x0.device), torch.stack(eps).to(x0.device)
+        return to_device(torch.cat(ts), x0.device), to_device(torch.stack(eps), x0.device)
+
+    def make_batch(self, x0: Tensor, y: Tensor, t: Tensor, eps: Tensor, training: bool = True) -> tuple[tuple, tuple]:
+        "(xb, yb) of the network and the loss, from clean images, labels, timesteps and noise: a training step's work before the network"
+        x_t, _ = q_sample(x0, t, self.sched, eps)
+        if self.channels_last: x_t = x_t.contiguous(memory_format=torch.channels_last)
+        yb = (target_for(x0, eps, t, self.sched, self.pred_type), min_snr_weights(t, self.sched, self.pred_type, self.min_snr_gamma))
+        if not self._cond: return (x_t, t), yb
+        return (x_t, t, drop_labels(y, self.p_uncond, self._null) if training else y), yb
 
     def before_batch(self):
         x0, y = self.xb[0], self.yb[0]
-        sched = self.sched = self.sched.to(x0.device) if self.sched.betas.device != x0.device else self.sched
-        if self.training:
-            t = torch.randint(0, sched.T, (len(x0),), device=x0.device)
-            eps = torch.randn(x0.shape, device=x0.device)
+        if self.sched.betas.device != x0.device: self.sched = self.sched.to(x0.device)
+        if self.training:              # drawn here, in 0..T-1 by construction, on the device: nothing to read back
+            t, eps = torch.randint(0, self.sched.T, (len(x0),), device=x0.device), torch.randn(x0.shape, device=x0.device)
         else: t, eps = self.valid_noise(x0)
-        x_t, _ = q_sample(x0, t, sched, eps)
-        if self.channels_last: x_t = x_t.contiguous(memory_format=torch.channels_last)
-        target = target_for(x0, eps, t, sched, self.pred_type)
-        w = min_snr_weights(t, sched, self.pred_type, self.min_snr_gamma)
-        if self._cond:
-            if self.training: y = drop_labels(y, self.p_uncond, self._null)
-            self.learn.xb = (x_t, t, y)
-        else: self.learn.xb = (x_t, t)
-        self.learn.yb = (target, w)
-
-    def after_loss(self):
-        if self.training and not torch.isfinite(self.loss):
-            raise NonFiniteLossError(f"the training loss became {self.loss.item()} at epoch {self.epoch}, batch {self.iter}: "
-                                     "lower the learning rate (--lr) or use fp32; the last good checkpoint is kept")
+        self.learn.xb, self.learn.yb = self.make_batch(x0, y, t, eps, self.training)
 
 # %% ../nbs/08_unconditional.ipynb #div00002
 class DivergenceError(RuntimeError): pass
 
+class DeviceSmoothLoss(AvgSmoothLoss):
+    "fastai's exponentially smoothed loss, kept on the loss's device (fastai's moves each step's loss to the CPU)"
+    def accumulate(self, learn):
+        loss = maybe_gather(learn.loss.detach().float().mean()).mean()       # (the mean over the processes of a launch)
+        self.val = loss * (1 - self.beta) if self.count == 0 else torch.lerp(loss, self.val, self.beta)
+        self.count += 1
+
+class DeviceLoss(AvgLoss):
+    "fastai's average loss over an epoch (the validation loss), summed on the device and read once, at the epoch's end"
+    def accumulate(self, learn):
+        bs = len(learn.yb[0])
+        self.total = self.total + maybe_gather(learn.loss.detach().float().mean()).mean() * bs
+        self.count += bs
+
+def use_device_losses(learn: Learner) -> Learner:
+    "Replace the Recorder's loss averages by ones that stay on the device"
+    r = learn.recorder; r.loss, r.smooth_loss = DeviceLoss(), DeviceSmoothLoss(beta=r.smooth_loss.beta)
+    return learn
+
+class StepProgressCallback(ProgressCallback):
+    "fastai's progress bars, with the loss next to them updated every `every` steps instead of at each one"
+    def __init__(self, every: int = LOG_EVERY): self.every = every
+    @property
+    def name(self): return 'progress'                           # what fastai's `learn.no_bar()` removes
+    def after_batch(self):
+        self.pbar.update(self.iter + 1)
+        if self.training and self.train_iter % self.every == 0: self.pbar.comment = f'{float(self.smooth_loss):.4f}'   # (steps of this fit)
+
 class DivergenceCallback(Callback):
-    "Stop a run whose smoothed training loss rises `factor` times above the lowest it reached (a divergence that stays finite)"
+    "Stop a run whose smoothed training loss is not finite, or rises `factor` times above the lowest it reached, read every `every` steps"
     order = 55                                                   # after the Recorder (50) has smoothed this batch's loss
-    def __init__(self, factor: float = 100., every: int = 10): self.factor, self.every = factor, every
+    def __init__(self, factor: float = 100., every: int = LOG_EVERY): self.factor, self.every = factor, every
     def before_fit(self): self.best, self.steps = math.inf, 0
     def after_batch(self):
         if not self.training: return
         self.steps += 1
-        if self.steps % self.every: return
-        loss = float(self.learn.smooth_loss)                     # one sync every `every` steps
+        if self.steps % self.every == 0: self.check()
+    def after_train(self): self.check()                         # each epoch's last steps too, before the checkpoint is written
+    def check(self):
+        if self.learn.recorder.smooth_loss.count == 0: return   # (no training step yet)
+        loss = float(self.learn.smooth_loss)                     # the one read back of the loss, every `every` steps
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(f"the training loss became {loss} at epoch {self.epoch + 1}, after {self.steps} steps: lower the learning rate "
+                                     f"(--lr) or use fp32; the last good checkpoint is kept")
         self.best = min(self.best, loss)
         if loss > self.factor * self.best:
             raise DivergenceError(f"the training loss rose from {self.best:.3g} to {loss:.3g} at epoch {self.epoch + 1}: the run diverged. "
                                   f"Lower the learning rate (--lr, now {self.learn.opt.hypers[0]['lr']:.3g} at this step) and train again; "
                                   f"the last good checkpoint is kept")
+
+# %% ../nbs/08_unconditional.ipynb #amp00001
+class AutocastCallback(Callback):
+    "The forward pass and the loss under bf16 autocast, on a GPU or a CPU; weights, gradients and the optimizer stay float32"
+    order = MixedPrecision.order
+    def __init__(self, device_type: str, dtype=torch.bfloat16): self.device_type, self.dtype, self._ctx = device_type, dtype, None
+    def before_batch(self): self._ctx = torch.autocast(self.device_type, dtype=self.dtype); self._ctx.__enter__()
+    def after_pred(self): self.learn.pred = self.pred.float()
+    def after_loss(self): self._exit()
+    def after_batch(self): self._exit()                          # (also when a batch was cancelled between the two)
+    def after_fit(self): self._exit()
+    def _exit(self):
+        if self._ctx is not None: self._ctx.__exit__(None, None, None); self._ctx = None
 
 # %% ../nbs/08_unconditional.ipynb #a59f8d32
 class SampleCallback(RunCallback):
@@ -192,10 +239,11 @@ class TrainConfig:
     n_samples: int = 16              # images in each sample grid
     seed: int = 42                   # seed of the split, the model's init and the sample noise
     wandb: str = 'auto'              # W&B logging: auto is online when logged in, else offline
-    precision: str = 'auto'          # auto: bf16/fp16 on a GPU, fp32 on CPU
+    precision: str = 'auto'          # auto: bf16 (fp16 on old GPUs) on a GPU, bf16 on a CPU with bf16 instructions, else fp32
     channels_last: bool | None = None  # channels-last memory layout; on a GPU when not given
-    compile: bool = False            # torch.compile the model (falls back if it fails)
+    compile: str | None = None       # torch.compile the model: default, reduce-overhead (CUDA graphs) or max-autotune; off when not given
     def __post_init__(self):
+        if isinstance(self.compile, bool): self.compile = check_compile_mode(self.compile)   # (older configs say true/false)
         for name, options in TRAIN_CHOICES.items():
             if getattr(self, name) not in options: raise ValueError(f"{name} must be one of {list(options)}, got {getattr(self, name)!r}")
         whole = lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo
@@ -214,7 +262,7 @@ class TrainConfig:
                  ('ema_decay', real(self.ema_decay) and 0 <= self.ema_decay < 1, "a number in [0, 1) (0.999 averages about 1000 steps)"),
                  ('min_snr_gamma', self.min_snr_gamma is None or (real(self.min_snr_gamma) and self.min_snr_gamma > 0), "a positive finite number (5 is usual), or left out"),
                  ('dataset', isinstance(self.dataset, str) and self.dataset != '', "a dataset name or a folder")]
-        rules += [(k, isinstance(getattr(self, k), bool), "True or False") for k in ('conditional', 'zero_terminal_snr', 'compile')]
+        rules += [(k, isinstance(getattr(self, k), bool), "True or False") for k in ('conditional', 'zero_terminal_snr')]
         rules.append(('channels_last', self.channels_last is None or isinstance(self.channels_last, bool), "True, False, or left out"))
         for name, ok, what in rules:
             if not ok: raise ValueError(f"{name} (--{name.replace('_', '-')}) must be {what}, got {getattr(self, name)!r}")
@@ -222,15 +270,14 @@ class TrainConfig:
             raise ValueError("zero_terminal_snr makes the last step pure noise, where an eps-prediction says nothing about the image: "
                              "use --pred-type v (the default) or x0 with it")
 
-TRAIN_CHOICES = {'preset': tuple(PRESETS), 'schedule': tuple(SCHEDULES), 'pred_type': PRED_TYPES, 'precision': PRECISIONS, 'wandb': WANDB_MODES}
+TRAIN_CHOICES = {'preset': tuple(PRESETS), 'schedule': tuple(SCHEDULES), 'pred_type': PRED_TYPES, 'precision': PRECISIONS, 'wandb': WANDB_MODES,
+                 'compile': (None, *COMPILE_MODES)}
 
 # %% ../nbs/08_unconditional.ipynb #148a3cdb
-def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
-    "torch.compile `model` when asked and possible; the model unchanged (with a warning) otherwise"
-    if not enabled: return model
-    try: return torch.compile(model)
-    except Exception as e:
-        print(f"torch.compile is not available here ({type(e).__name__}: {e}); training without it"); return model
+class CUDAGraphStepCallback(Callback):
+    "Under compile mode 'reduce-overhead', tell the CUDA graphs where each training step begins (last step's outputs may then be overwritten)"
+    order = -20
+    def before_batch(self): torch.compiler.cudagraph_mark_step_begin()
 
 # %% ../nbs/08_unconditional.ipynb #571dc5c3
 def ddpm_learner(model: nn.Module, dls, sched: NoiseSchedule, cfg: TrainConfig, run_dir: str | Path | None = None,
@@ -241,16 +288,20 @@ def ddpm_learner(model: nn.Module, dls, sched: NoiseSchedule, cfg: TrainConfig, 
     cl = (dev.type == 'cuda') if cfg.channels_last is None else cfg.channels_last
     model = model.to(dev)
     if cl: model = model.to(memory_format=torch.channels_last)
-    opt = partial(OptimWrapper, opt=partial(torch.optim.AdamW, fused=dev.type == 'cuda'))
+    opt = partial(OptimWrapper, opt=partial(torch.optim.AdamW, fused=dev.type in ('cuda', 'cpu')))   # one fused kernel, no per-step reads
     callbacks = [DDPMCallback(sched, cfg.pred_type, cfg.p_uncond if is_conditional(model) else 0., cfg.min_snr_gamma, channels_last=cl),
                  EMACallback(cfg.ema_decay), DivergenceCallback()]
     if state is not None: callbacks.append(ResumeCallback(state))
-    if prec != 'fp32': callbacks.append(MixedPrecision(amp_mode=prec))
+    if prec == 'bf16': callbacks.append(AutocastCallback(dev.type))
+    if prec == 'fp16': callbacks.append(MixedPrecision(amp_mode='fp16'))       # fp16 needs fastai's gradient scaler
+    if cfg.compile == 'reduce-overhead': callbacks.append(CUDAGraphStepCallback())
     if run_dir is not None and is_main_process():         # under a multi-process launch (chapter 11), rank 0 writes
         callbacks.append(CheckpointCallback(run_dir, history=state.history if state else None, wandb_id=state.wandb_id if state else None))
         callbacks.append(sample_cb or SampleCallback(Path(run_dir)/'samples', cfg.sample_every, cfg.n_samples, cfg.seed))
-    learn = Learner(dls, maybe_compile(model, cfg.compile), loss_func=weighted_mse, opt_func=opt, wd=cfg.wd,
+    learn = Learner(dls, compile_model(model, cfg.compile, dev), loss_func=weighted_mse, opt_func=opt, wd=cfg.wd,
                     cbs=callbacks + list(cbs or []))
+    learn.remove_cb(ProgressCallback); learn.add_cb(StepProgressCallback())   # the loss read every LOG_EVERY steps, not at each
+    use_device_losses(learn)
     if state is not None: state.restore_into(learn)
     return learn
 
@@ -307,7 +358,7 @@ def check_fit_context(fit_context):
                            "fit_context=ddpm_course.distributed.distributed (the command line does), or run one process")
 
 def _fit(learn: Learner, cfg: TrainConfig, run_dir: Path, config: dict, start_epoch: int = 0, quiet: bool = False, fit_context=None):
-    if quiet: learn.remove_cbs([c for c in learn.cbs if type(c).__name__ == 'ProgressCallback'])
+    if quiet: learn.remove_cbs([c for c in learn.cbs if isinstance(c, ProgressCallback)])
     mode = start_wandb(learn, cfg.wandb, run_dir, config) if is_main_process() else 'disabled'   # one W&B run per training run
     try:
         with (fit_context or (lambda l: nullcontext(l)))(learn): learn.fit_one_cycle(cfg.epochs, cfg.lr, start_epoch=start_epoch)

@@ -8,7 +8,7 @@ from conftest import run_shell
 import torch
 from PIL import Image
 import ddpm_course.cli as cli
-from ddpm_course.cli import main, make_parser, flag_names, field_docs
+from ddpm_course.cli import main, make_parser, flag_names, field_docs, train_config
 from ddpm_course.data import to_unit, to_uint8
 from ddpm_course.runs import load_run
 from ddpm_course.sampling import sample
@@ -38,14 +38,41 @@ def _sub(cmd):
 
 @pytest.mark.parametrize('cmd, flags', [
     ('train', ['--dataset', '--size', '--preset', '--epochs', '--bs', '--batch-size', '--lr', '--wandb', '--out', '--resume', '--conditional',
-               '--no-conditional', '--precision', '--compile', '--valid-pct', '--zero-terminal-snr', '--n-samples', '--channels-last', '--T']),
-    ('sample', ['--run', '--n', '--out', '--npz', '--steps', '--seed', '--label', '--per-class', '--guidance', '--sampler', '--eta']),
+               '--no-conditional', '--precision', '--compile', '--valid-pct', '--zero-terminal-snr', '--n-samples', '--channels-last', '--T',
+               '--threads']),
+    ('sample', ['--run', '--n', '--out', '--npz', '--steps', '--seed', '--label', '--per-class', '--guidance', '--sampler', '--eta',
+                '--precision', '--compile', '--threads']),
     ('grid', ['--dataset', '--size', '--per-class', '--out']),
     ('evaluate', ['--run', '--out', '--n-per-class', '--steps', '--sampler', '--guidance', '--guidance-scale', '--seed', '--clf-epochs']),
 ])
 def test_help_lists_every_flag(cmd, flags):
     h = _sub(cmd).format_help()
     for f in flags: assert f in h, f"{f} missing from `ddpm_course {cmd} --help`"
+
+
+@pytest.mark.parametrize('argv, mode', [([], None), (['--compile'], 'default'), (['--compile', 'reduce-overhead'], 'reduce-overhead'),
+                                         (['--compile', 'max-autotune'], 'max-autotune')])
+def test_compile_modes(argv, mode):
+    for cmd, extra in [('train', []), ('sample', ['--run', 'r'])]:
+        args = make_parser().parse_args([cmd, *extra, *argv])
+        assert args.compile == mode
+    assert train_config(make_parser().parse_args(['train', *argv])).compile == mode
+
+
+def test_compile_mode_refused(capsys):
+    with pytest.raises(SystemExit): make_parser().parse_args(['train', '--compile', 'fast'])
+    assert "invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def test_threads_flag(monkeypatch, capsys):
+    import torch
+    n0 = torch.get_num_threads()
+    try:
+        code, msg = run_shell(['sample', '--run', 'no/such/run', '--threads', '1'], monkeypatch, capsys)
+        assert torch.get_num_threads() == 1 and code == 1
+        code, msg = run_shell(['sample', '--run', 'no/such/run', '--threads', '0'], monkeypatch, capsys)
+        assert code == 1 and 'threads must be a whole number of at least 1' in msg, msg
+    finally: torch.set_num_threads(n0)
 
 
 def test_train_has_a_flag_for_every_config_field():
@@ -98,7 +125,7 @@ def run(tmp_path_factory):
 def test_resume_refuses_other_settings(run, monkeypatch, flags, named):
     before = sorted(p.name for p in (run/'checkpoints').iterdir())
     code, msg = _shell(monkeypatch, 'train', '--resume', '--out', run, '--epochs', '2', *flags)
-    assert code == 1 and named in msg and 'only --epochs and the logging flags' in msg, msg
+    assert code == 1 and named in msg and 'only --epochs, --compile and the logging flags' in msg, msg
     assert sorted(p.name for p in (run/'checkpoints').iterdir()) == before
 
 

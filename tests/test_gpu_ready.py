@@ -1,0 +1,112 @@
+"""GPU-ready without a GPU. The hot paths trace as one graph each under torch._dynamo.explain (what torch.compile would
+see), and a training or sampling loop reads nothing back from the device per step, apart from the loss at the stated
+interval (LOG_EVERY). Reads are counted by patching the Tensor methods that move values to the host (chapter 05's
+`count_host_reads`); each check is also shown to fail on code that does break or read."""
+from pathlib import Path
+import pytest
+import torch
+from fastai.callback.core import Callback
+from ddpm_course.schedules import make_schedule
+from ddpm_course.models import make_unet
+from ddpm_course.diffusion import Diffusion, graph_breaks, count_host_reads
+from ddpm_course.sampling import sample, sample_step, timesteps_for, respace_schedule
+from ddpm_course.runs import LOG_EVERY
+from ddpm_course.training import DDPMCallback, TrainConfig, train, weighted_mse
+
+SCHED = make_schedule('cosine', 1000)
+
+
+@pytest.fixture(scope='module')
+def unet():
+    torch.manual_seed(0)
+    return make_unet('tiny', c_in=1, img_size=(16, 16), num_classes=10)
+
+
+def test_unet_forward_is_one_graph(unet):
+    x, t, y = torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 500, 999]), torch.tensor([0, 5, 9, 10])
+    assert graph_breaks(unet.eval(), x, t, y) == (0, [])
+
+
+@pytest.mark.parametrize('pred_type', ['eps', 'v'])
+def test_training_step_is_one_graph(unet, pred_type):
+    ddpm = DDPMCallback(SCHED, pred_type, p_uncond=0.1, min_snr_gamma=5.).setup(unet)
+    def step(x0, y):
+        t, eps = torch.randint(0, SCHED.T, (len(x0),)), torch.randn_like(x0)
+        xb, yb = ddpm.make_batch(x0, y, t, eps)
+        return weighted_mse(unet(*xb), *yb)
+    assert graph_breaks(step, torch.rand(8, 1, 16, 16) * 2 - 1, torch.randint(0, 10, (8,))) == (0, [])
+
+
+@pytest.mark.parametrize('kw', [dict(sampler='ddim'), dict(sampler='ddim', eta=1.), dict(sampler='ddim', clip_x0=None), dict(sampler='ddpm')],
+                         ids=['ddim', 'ddim-eta1', 'ddim-noclip', 'ddpm'])
+@pytest.mark.parametrize('pred_type', ['eps', 'x0', 'v'])
+def test_sampler_step_with_guidance_is_one_graph(unet, kw, pred_type):
+    d, ts = Diffusion(unet.eval(), SCHED, pred_type), timesteps_for(SCHED.T, 20)
+    if kw['sampler'] == 'ddpm': kw = {**kw, 'sub': respace_schedule(SCHED, ts)}
+    for k in (0, 7, len(ts) - 1):                                # the noisiest step, one in between, the last
+        assert graph_breaks(lambda x, y: sample_step(d, x, k, ts, y, 3., **kw), torch.randn(4, 1, 16, 16), torch.tensor([1, 2, 3, 4])) == (0, [])
+
+
+def test_graph_check_catches_a_break():
+    def reads_back(x):
+        if x.max() > 0: return x * 2                             # a data-dependent branch: what q_sample used to do
+        return x
+    n, reasons = graph_breaks(reads_back, torch.randn(3))
+    assert n == 1 and reasons
+
+
+@pytest.mark.parametrize('kw', [dict(), dict(eta=0.5), dict(sampler='ddpm'), dict(guidance=0.), dict(clip_x0=None)])
+def test_sampling_reads_nothing_per_step(unet, kw):
+    d = Diffusion(unet.eval(), SCHED, 'v')
+    def reads(steps):
+        with count_host_reads() as r: sample(d, labels=[0, 1, 2], steps=steps, seed=0, **kw)
+        return r
+    few, many = reads(4), reads(40)
+    assert len(few) == len(many), f"host reads grow with the steps: {len(few)} at 4 steps, {len(many)} at 40; e.g. {many[:5]}"
+
+
+class _Reads(Callback):
+    "Host reads inside each training step: counting starts before every other callback's before_batch, ends after every after_batch"
+    order = 1000
+    def __init__(self, extra_read: bool = False): self.extra_read, self.steps, self._ctx = extra_read, [], None
+    def after_batch(self):
+        if self._ctx is None: return
+        if self.extra_read: float(self.learn.loss)              # what a careless logging callback would do
+        self._ctx.__exit__(None, None, None); self.steps.append(self._reads); self._ctx = None
+
+class _Start(Callback):
+    order = -1000
+    def __init__(self, rec): self.rec = rec
+    def before_batch(self):
+        if self.training: self.rec._ctx = count_host_reads(); self.rec._reads = self.rec._ctx.__enter__()
+
+
+def _train_reads(tmp_path, extra_read=False, **kw):
+    rec = _Reads(extra_read)
+    cfg = TrainConfig(preset='tiny', T=100, epochs=2, bs=16, n=400, conditional=True, sample_every=1, n_samples=4, wandb='offline', **kw)
+    train(cfg, tmp_path/'run', cbs=[rec, _Start(rec)])          # the real Learner: progress bars, EMA, W&B, checkpoints, grids
+    return rec.steps
+
+
+def test_training_reads_only_at_the_logging_interval(tmp_path, monkeypatch):
+    monkeypatch.setenv('WANDB_MODE', 'offline'); monkeypatch.setenv('WANDB_SILENT', 'true')
+    steps = _train_reads(tmp_path)
+    assert len(steps) == 2 * (360 // 16)                         # 22 steps per epoch, 2 epochs
+    read_at = [i + 1 for i, r in enumerate(steps) if r]
+    assert read_at == list(range(LOG_EVERY, len(steps) + 1, LOG_EVERY)), [(i + 1, r) for i, r in enumerate(steps) if r][:4]
+
+
+def test_training_read_check_catches_a_per_step_read(tmp_path, monkeypatch):
+    monkeypatch.setenv('WANDB_MODE', 'offline'); monkeypatch.setenv('WANDB_SILENT', 'true')
+    steps = _train_reads(tmp_path, extra_read=True)
+    assert all(r for r in steps)
+
+
+def test_the_command_line_sets_the_wait_policy_before_torch_loads():
+    import os, subprocess, sys
+    code = ("import sys, ddpm_course; assert 'torch' not in sys.modules, 'the package imports torch before the CLI can set OpenMP up'\n"
+            "import os, ddpm_course.cli; print(os.environ['OMP_WAIT_POLICY'])")
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
+    out = lambda e: subprocess.run([sys.executable, '-c', code], env=e, capture_output=True, text=True, check=True).stdout.strip()
+    assert out(env) == 'PASSIVE'
+    assert out({**env, 'OMP_WAIT_POLICY': 'ACTIVE'}) == 'ACTIVE'         # the user's setting wins
