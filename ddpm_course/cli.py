@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .data import load_images, save_grid, to_unit, to_uint8, resolve_device, resolve_dataset, class_rows, per_class_grid, set_threads
+from .models import PRESET_NOTES
 from .diffusion import DEFAULT_GUIDANCE, PRECISIONS, COMPILE_MODES, check_guidance, compile_model, resolve_precision
 from .sampling import SAMPLERS, sample
 from .runs import load_run, read_config
@@ -22,10 +23,11 @@ from .evaluation import evaluate_run
 from .distributed import distributed, init_distributed
 
 # %% auto #0
-__all__ = ['FLAG_ALIASES', 'CLI_DEFAULTS', 'DATA_FIELDS', 'FLAG_OPTIONS', 'RESUME_FLAGS', 'USER_ERRORS', 'OS_FIXES', 'cmd_grid',
-           'field_docs', 'flag_names', 'flag_type', 'show_flag', 'config_defaults', 'add_config_args', 'given_config',
-           'train_config', 'resume_conflicts', 'check_resume_flags', 'cmd_train', 'check_output', 'check_sample_args',
-           'sample_labels', 'cmd_sample', 'cmd_evaluate', 'HelpFormatter', 'make_parser', 'explain', 'main']
+__all__ = ['FLAG_ALIASES', 'CLI_DEFAULTS', 'DATA_FIELDS', 'FLAG_OPTIONS', 'HELP_NOTES', 'RESUME_FLAGS', 'USER_ERRORS', 'OS_FIXES',
+           'cmd_grid', 'field_docs', 'flag_names', 'flag_type', 'show_flag', 'config_defaults', 'add_config_args',
+           'given_config', 'train_config', 'resume_conflicts', 'check_resume_flags', 'cmd_train', 'check_output',
+           'check_sample_args', 'sample_labels', 'cmd_sample', 'cmd_evaluate', 'HelpFormatter', 'make_parser',
+           'explain', 'main']
 
 # %% ../nbs/12_cli.ipynb #14ff3a56
 def cmd_grid(args) -> Path:
@@ -53,6 +55,7 @@ FLAG_ALIASES = {'bs': ('--bs', '--batch-size'), 'T': ('--T',)}      # flags of a
 CLI_DEFAULTS = {'conditional': True}       # the command line trains a class-conditional model unless told --no-conditional
 DATA_FIELDS = ('dataset', 'size', 'channels', 'root')               # the fields that choose a dataset (train and grid)
 FLAG_OPTIONS = {'compile': dict(nargs='?', const='default', metavar='MODE')}   # `--compile` alone is the default mode
+HELP_NOTES = {'preset': PRESET_NOTES}     # what each choice means, in the flag's help
 
 def flag_names(name: str) -> tuple[str, ...]:
     "The flags of the field `name`"
@@ -84,8 +87,9 @@ def add_config_args(p: argparse.ArgumentParser, cls=TrainConfig, names=None, giv
         if names is not None and f.name not in names: continue
         tp, d = flag_type(hints[f.name]), defaults[f.name]
         shown = show_flag(f.name, d) if isinstance(d, bool) else d
+        extra = ''.join(f"; {k}: {v}" for k, v in HELP_NOTES.get(f.name, {}).items())
         kw = dict(dest=f.name, default=None if given_only else d,
-                  help=f"{docs.get(f.name, f.name)} (default: {shown})".replace('%', '%%'))
+                  help=f"{docs.get(f.name, f.name)}{extra} (default: {shown})".replace('%', '%%'))
         if tp is bool: kw['action'] = argparse.BooleanOptionalAction
         else: kw['type'] = tp
         if f.name in TRAIN_CHOICES: kw['choices'] = [c for c in TRAIN_CHOICES[f.name] if c is not None]
@@ -235,7 +239,8 @@ def make_parser() -> argparse.ArgumentParser:
     add_config_args(t, TrainConfig)
     t.add_argument('--device', default=None, help="cpu, cuda, cuda:1, ...; the GPU when there is one")
     t.add_argument('--threads', type=int, default=None, help="CPU threads of PyTorch (default: one per core that no other program is using, or OMP_NUM_THREADS)")
-    t.add_argument('--quiet', action='store_true', help="no progress bars: one line per epoch")
+    t.add_argument('--quiet', action='store_true', default=None,
+                   help="no progress bars: one line per epoch (what a log file or a pipe gets anyway)")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser('sample', help="sample a PNG grid (and an .npz) from a trained run", formatter_class=HelpFormatter)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #830cb455
 from __future__ import annotations
-import os, socket, time, warnings
+import math, os, socket, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -24,10 +24,11 @@ with warnings.catch_warnings():    # fastai 2.8 marks a few layers with torch.ji
 from torch import nn
 
 # %% auto #0
-__all__ = ['TORCH_THREADS', 'SHAPES', 'IMG_EXTS', 'DATASETS', 'ImageDataset', 'to_unit', 'to_model_range', 'resolve_device',
-           'busy_cores', 'set_threads', 'check_size', 'load_digits_images', 'to_uint8', 'draw_shape', 'make_shapes',
-           'load_folder', 'load_torchvision', 'resolve_dataset', 'load_images', 'split', 'get_dls', 'show_images',
-           'image_grid', 'save_grid', 'class_rows', 'per_class_grid', 'SmallClassifier', 'train_classifier', 'classify']
+__all__ = ['TORCH_THREADS', 'SHAPES', 'IMG_EXTS', 'DATASETS', 'GRID_MIN_PX', 'ImageDataset', 'to_unit', 'to_model_range',
+           'resolve_device', 'busy_cores', 'set_threads', 'check_size', 'load_digits_images', 'to_uint8', 'draw_shape',
+           'make_shapes', 'load_folder', 'load_torchvision', 'resolve_dataset', 'load_images', 'balanced_subset',
+           'split', 'get_dls', 'show_images', 'grid_cols', 'image_grid', 'save_grid', 'class_rows', 'per_class_grid',
+           'SmallClassifier', 'train_classifier', 'classify']
 
 # %% ../nbs/01_data.ipynb #7042fab6
 class ImageDataset(torch.utils.data.Dataset):
@@ -228,8 +229,20 @@ def load_images(name: str | Path = 'digits', size: int | tuple[int, int] | None 
     if channels is not None and x.shape[1] != channels:
         if {x.shape[1], channels} != {1, 3}: raise ValueError(f"cannot turn {x.shape[1]}-channel images into {channels} channels; use 1 or 3")
         x = x.expand(-1, 3, -1, -1).contiguous() if channels == 3 else x.float().mul(torch.tensor([.299, .587, .114])[:, None, None]).sum(1, keepdim=True).round().to(torch.uint8)
-    if n is not None and name != 'shapes': x, y = x[:n], y[:n]
+    if n is not None and name != 'shapes' and n < len(x):
+        idx = balanced_subset(y, n, seed); x, y = x[idx], y[idx]
     return x, y, classes
+
+def balanced_subset(y: Tensor, n: int, seed: int = 0) -> Tensor:
+    "Indices (sorted) of `n` random items with the classes as equal as `y` allows: a folder sorted by class gives every class, not the first"
+    g = torch.Generator().manual_seed(seed)
+    per = [torch.nonzero(y == c).flatten() for c in torch.unique(y)]
+    per = [p[torch.randperm(len(p), generator=g)] for p in per]              # each class's items in a random order
+    take, left = [0] * len(per), n
+    while left > 0:                                                           # deal one item per class in turn, skipping used-up classes
+        open_ = [i for i, p in enumerate(per) if take[i] < len(p)]
+        for i in [open_[j] for j in torch.randperm(len(open_), generator=g)][:left]: take[i] += 1; left -= 1
+    return torch.cat([p[:k] for p, k in zip(per, take)]).sort().values
 
 # %% ../nbs/01_data.ipynb #1163e074
 def split(n: int, valid_pct: float = 0.1, seed: int = 42) -> tuple[Tensor, Tensor]:
@@ -244,7 +257,7 @@ def get_dls(name: str | Path = 'digits',    # a name in `DATASETS`, or a folder 
             size: int | tuple[int, int] | None = None,  # image size; 16 for digits, 32 otherwise
             bs: int = 64,                  # batch size
             channels: int | None = None,   # 1 or 3; inferred when None
-            n: int | None = None,          # use only the first n images (shapes: draw n)
+            n: int | None = None,          # use only n images: a random subset, balanced across the classes (shapes: draw n)
             valid_pct: float = 0.1,        # fraction of the images held out for validation
             seed: int = 42,                # seed of the split (and of the drawn shapes)
             root: str | Path = 'data',     # where folders and downloads live
@@ -288,18 +301,27 @@ def show_images(x: Tensor,                  # images (B, C, H, W): float in `val
     return fig
 
 # %% ../nbs/01_data.ipynb #8d4d0c2e
-def image_grid(x: Tensor, nrow: int | None = None, value_range=(-1, 1), pad: int = 2) -> Image.Image:
-    "A PIL image of a grid of images (B, C, H, W) in `value_range`, `nrow` per row"
+GRID_MIN_PX = 64         # images in a PNG grid are enlarged (nearest neighbour) to at least this many pixels a side
+
+def grid_cols(n: int) -> int:
+    "Columns of a grid of `n` images: the smallest divisor of n from sqrt(n) to 2 sqrt(n), so that no row is partial; else about sqrt(n)"
+    r = math.sqrt(n)
+    return next((k for k in range(math.ceil(r), int(2 * r) + 1) if n % k == 0), math.ceil(r))
+
+def image_grid(x: Tensor, nrow: int | None = None, value_range=(-1, 1), pad: int = 2, min_px: int = GRID_MIN_PX) -> Image.Image:
+    "A PIL image of a grid of images (B, C, H, W) in `value_range`, `nrow` per row, each enlarged to at least `min_px` pixels"
     import torchvision.utils as vutils
     x = to_unit(x.cpu(), value_range)
-    g = vutils.make_grid(x, nrow=nrow or int(np.ceil(np.sqrt(len(x)))), padding=pad, pad_value=1.)
+    k = max(1, math.ceil(min_px / max(x.shape[-2:])))                # 16 px digits: 4x, so that a person can see them
+    if k > 1: x = F.interpolate(x, scale_factor=k, mode='nearest')
+    g = vutils.make_grid(x, nrow=nrow or grid_cols(len(x)), padding=pad, pad_value=1.)
     arr = to_uint8(g).permute(1, 2, 0).numpy()
     return Image.fromarray(arr[..., 0] if x.shape[1] == 1 else arr)
 
-def save_grid(x: Tensor, path: str | Path, nrow: int | None = None, value_range=(-1, 1)) -> Path:
-    "Write a grid of images (B, C, H, W) as a PNG at `path` (folders are created); returns the path"
+def save_grid(x: Tensor, path: str | Path, nrow: int | None = None, value_range=(-1, 1), min_px: int = GRID_MIN_PX) -> Path:
+    "Write a grid of images (B, C, H, W) as a PNG at `path` (folders are created), each at least `min_px` pixels; returns the path"
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(x, nrow, value_range).save(path)
+    image_grid(x, nrow, value_range, min_px=min_px).save(path)
     return path
 
 # %% ../nbs/01_data.ipynb #pcg00002

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_unconditional.ipynb #e43662b6
 from __future__ import annotations
-import math, os, random
+import math, os, random, sys
 from contextlib import nullcontext
 from dataclasses import dataclass, asdict, replace
 from functools import partial
@@ -36,7 +36,7 @@ __all__ = ['TRAIN_CHOICES', 'min_snr_weights', 'weighted_mse', 'drop_labels', 'N
            'DDPMCallback', 'DivergenceError', 'DeviceSmoothLoss', 'DeviceLoss', 'use_device_losses',
            'StepProgressCallback', 'DivergenceCallback', 'AutocastCallback', 'SampleCallback', 'TrainConfig',
            'CUDAGraphStepCallback', 'ddpm_learner', 'launch_info', 'is_main_process', 'check_launch', 'build_run',
-           'run_config', 'check_fit_context', 'train', 'saved_config', 'resume']
+           'run_config', 'check_fit_context', 'EpochLog', 'wants_bars', 'train', 'saved_config', 'resume']
 
 # %% ../nbs/08_unconditional.ipynb #22940d50
 def min_snr_weights(t: Tensor, sched: NoiseSchedule, pred_type: str, gamma: float | None = None) -> Tensor:
@@ -198,7 +198,7 @@ class SampleCallback(RunCallback):
         if self.labels is None and d.conditional: self.labels = torch.arange(self.n) % d.num_classes
         self.x_T = start_noise((self.n, *d.shape), torch.Generator().manual_seed(self.seed))
     def after_epoch(self):
-        if not self.epoch_completed(): return
+        if not self.every or not self.epoch_completed(): return          # every = 0: no grids
         if (self.epoch + 1) % self.every and self.epoch + 1 != self.n_epoch: return
         ema, d = find_cb(self.learn, EMACallback), self.diffusion()
         kw = {'steps': min(50, d.sched.T), **self.sample_kw}
@@ -235,7 +235,7 @@ class TrainConfig:
     lr: float = 1e-3                 # peak learning rate of the one-cycle schedule
     wd: float = 1e-2                 # AdamW weight decay
     ema_decay: float = 0.999         # EMA decay of the weights we sample with
-    sample_every: int = 10           # epochs between sample grids
+    sample_every: int = 10           # epochs between sample grids (and one after the last); 0: no grids while training
     n_samples: int = 16              # images in each sample grid
     seed: int = 42                   # seed of the split, the model's init and the sample noise
     wandb: str = 'auto'              # W&B logging: auto is online when logged in, else offline
@@ -250,7 +250,7 @@ class TrainConfig:
         real = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         rules = [('epochs', whole(self.epochs, 1), "a whole number of at least 1"), ('bs', whole(self.bs, 1), "a whole number of at least 1"),
                  ('T', whole(self.T, 2), "a whole number of at least 2 (1000 is DDPM's)"), ('seed', whole(self.seed, 0), "a whole number >= 0"),
-                 ('sample_every', whole(self.sample_every, 1), "a whole number of epochs, at least 1"),
+                 ('sample_every', whole(self.sample_every, 0), "a whole number of epochs (0: no grids while training)"),
                  ('n_samples', whole(self.n_samples, 1), "a whole number of at least 1"),
                  ('n', self.n is None or whole(self.n, 2), "a whole number of at least 2 (images to use), or left out for all"),
                  ('size', self.size is None or (whole(self.size, 8) and self.size % 8 == 0), "a whole number of pixels, a multiple of 8 (16, 32, 64, ...)"),
@@ -357,8 +357,24 @@ def check_fit_context(fit_context):
         raise RuntimeError("this process is one of several (WORLD_SIZE > 1) but no fit_context was given: pass "
                            "fit_context=ddpm_course.distributed.distributed (the command line does), or run one process")
 
-def _fit(learn: Learner, cfg: TrainConfig, run_dir: Path, config: dict, start_epoch: int = 0, quiet: bool = False, fit_context=None):
-    if quiet: learn.remove_cbs([c for c in learn.cbs if isinstance(c, ProgressCallback)])
+class EpochLog:
+    "fastai's epoch table as one aligned line per epoch, with its header, the epochs counted from 1 as the progress bar counts them"
+    def __init__(self, learn: Learner): self.learn, self.header = learn, False
+    def __call__(self, row):
+        names = list(self.learn.recorder.metric_names)
+        if not self.header: print('  '.join(f'{n:>10}' for n in names), flush=True); self.header = True
+        if list(row) == names: return
+        cells = [str(row[0] + 1)] + [f'{v:.4f}' if isinstance(v, float) else str(v) for v in list(row)[1:]]
+        print('  '.join(f'{c:>10}' for c in cells), flush=True)
+
+def wants_bars() -> bool:
+    "Progress bars where a person watches (a terminal or a Jupyter notebook); one line per epoch in a log file or a pipe"
+    from fastprogress.fastprogress import IN_NOTEBOOK
+    return IN_NOTEBOOK or sys.stdout.isatty()
+
+def _fit(learn: Learner, cfg: TrainConfig, run_dir: Path, config: dict, start_epoch: int = 0, quiet: bool | None = None, fit_context=None):
+    if quiet if quiet is not None else not wants_bars():
+        learn.remove_cbs([c for c in learn.cbs if isinstance(c, ProgressCallback)]); learn.logger = EpochLog(learn)
     mode = start_wandb(learn, cfg.wandb, run_dir, config) if is_main_process() else 'disabled'   # one W&B run per training run
     try:
         with (fit_context or (lambda l: nullcontext(l)))(learn): learn.fit_one_cycle(cfg.epochs, cfg.lr, start_epoch=start_epoch)
@@ -369,7 +385,7 @@ def _fit(learn: Learner, cfg: TrainConfig, run_dir: Path, config: dict, start_ep
 
 # %% ../nbs/08_unconditional.ipynb #6b6a435f
 def train(cfg: TrainConfig | None = None, out: str | Path = 'runs/default', cbs: list | None = None, device=None,
-          sample_cb: SampleCallback | None = None, quiet: bool = False, fit_context=None) -> Learner:
+          sample_cb: SampleCallback | None = None, quiet: bool | None = None, fit_context=None) -> Learner:
     "Train a DDPM with `cfg` into the run folder `out` (a new one, or one that stopped before its first checkpoint); returns the Learner"
     cfg = cfg or TrainConfig(); out = Path(out); check_fit_context(fit_context)
     with (RunLock(out) if is_main_process() else nullcontext()):          # one writer per run folder (chapter 07)
@@ -399,7 +415,7 @@ def saved_config(out: str | Path) -> TrainConfig:
                          f"start a new run with another --out") from None
 
 # %% ../nbs/08_unconditional.ipynb #6e06e849
-def resume(out: str | Path, epochs: int | None = None, cbs: list | None = None, device=None, quiet: bool = False,
+def resume(out: str | Path, epochs: int | None = None, cbs: list | None = None, device=None, quiet: bool | None = None,
            sample_cb: SampleCallback | None = None, fit_context=None, **overrides) -> Learner:
     "Continue the run in `out` from its latest checkpoint (to `epochs` in all, by default the planned number); start it again if it has none"
     check_fit_context(fit_context); out = Path(out)

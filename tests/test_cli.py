@@ -105,7 +105,7 @@ def test_bad_input_exits_with_a_message(tmp_path, monkeypatch):
 def test_grid_writes_a_png(tmp_path, monkeypatch):
     code, _ = _shell(monkeypatch, 'grid', '--dataset', 'shapes', '--size', '16', '--per-class', '3', '--out', tmp_path/'s.png')
     assert code == 0
-    assert Image.open(tmp_path/'s.png').size == (2 + 3 * 18, 2 + 4 * 18)
+    assert Image.open(tmp_path/'s.png').size == (2 + 3 * 66, 2 + 4 * 66)     # 16 px shapes enlarged 4x
 
 
 @pytest.fixture(scope='module')
@@ -178,7 +178,7 @@ def test_sample_equals_the_python_api(run, tmp_path):
     ref = to_uint8(to_unit(sample(d, n=4, labels=3, seed=7)))
     assert torch.equal(x, ref) and torch.equal(torch.from_numpy(z['images']).permute(0, 3, 1, 2), ref)
     assert z['labels'].tolist() == [3] * 4
-    assert Image.open(tmp_path/'g.png').size == (2 + 2 * 18, 2 + 2 * 18)
+    assert Image.open(tmp_path/'g.png').size == (2 + 2 * 66, 2 + 2 * 66)
 
 
 def test_sample_goes_through_runs_sampling_diffusion_only(run, tmp_path):
@@ -193,3 +193,20 @@ def test_sample_goes_through_runs_sampling_diffusion_only(run, tmp_path):
     mods = {m for m in called if m and m.startswith('ddpm_course.')}
     assert {'ddpm_course.cli', 'ddpm_course.runs', 'ddpm_course.sampling', 'ddpm_course.diffusion'} <= mods, mods
     assert not mods & {'ddpm_course.training', 'ddpm_course.conditional', 'ddpm_course.evaluation', 'ddpm_course.distributed'}, mods
+
+
+def test_a_log_gets_one_line_per_epoch_and_sample_every_0_writes_no_grids(tmp_path):
+    "In a real process whose output goes to a pipe (as to a log file): no progress bars, a header, epochs from 1; no grids with 0"
+    flags = [f for f in TINY if f != '--quiet'] + ['--epochs', '2', '--sample-every', '0']
+    r = _run('train', '--out', tmp_path/'run', *flags)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [l.split() for l in r.stdout.splitlines()]
+    head = next(i for i, l in enumerate(lines) if l[:3] == ['epoch', 'train_loss', 'valid_loss'])
+    assert [l[0] for l in lines[head + 1:head + 3]] == ['1', '2'], r.stdout
+    assert '\r' not in r.stdout and not list((tmp_path/'run'/'samples').glob('*.png'))
+
+
+def test_preset_help_gives_sizes():
+    h = _sub('train').format_help()
+    for name in ('tiny', 'mini', 'small', 'seed'): assert f"{name}:" in h
+    assert '3.9 M' in h and '15.7 M' in h

@@ -71,7 +71,7 @@ class _Reads(Callback):
     def __init__(self, extra_read: bool = False): self.extra_read, self.steps, self._ctx = extra_read, [], None
     def after_batch(self):
         if self._ctx is None: return
-        if self.extra_read: float(self.learn.loss)              # what a careless logging callback would do
+        if self.extra_read: float(self.learn.loss.detach())     # what a careless logging callback would do
         self._ctx.__exit__(None, None, None); self.steps.append(self._reads); self._ctx = None
 
 class _Start(Callback):
@@ -84,7 +84,7 @@ class _Start(Callback):
 def _train_reads(tmp_path, extra_read=False, **kw):
     rec = _Reads(extra_read)
     cfg = TrainConfig(preset='tiny', T=100, epochs=2, bs=16, n=400, conditional=True, sample_every=1, n_samples=4, wandb='offline', **kw)
-    train(cfg, tmp_path/'run', cbs=[rec, _Start(rec)])          # the real Learner: progress bars, EMA, W&B, checkpoints, grids
+    train(cfg, tmp_path/'run', cbs=[rec, _Start(rec)], quiet=False)   # the real Learner: progress bars, EMA, W&B, checkpoints, grids
     return rec.steps
 
 

@@ -66,7 +66,7 @@ TRAIN_FLAGS = [
     (['--n', '1'], 'n (--n)'),
     (['--channels', '2'], 'channels (--channels) must be 1 or 3'),
     (['--zero-terminal-snr', '--pred-type', 'eps'], 'use --pred-type v'),
-    (['--sample-every', '0'], 'sample_every (--sample-every)'),
+    (['--sample-every', '-1'], 'sample_every (--sample-every)'),
     (['--dataset', 'mnistt'], "unknown dataset 'mnistt'"),
     (['--dataset', './no/such/folder'], 'does not exist'),
     (['--n', '4'], 'too few to hold out a validation image'),
