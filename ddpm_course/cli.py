@@ -26,8 +26,8 @@ from .distributed import distributed, init_distributed
 __all__ = ['FLAG_ALIASES', 'CLI_DEFAULTS', 'DATA_FIELDS', 'FLAG_OPTIONS', 'HELP_NOTES', 'RESUME_FLAGS', 'USER_ERRORS', 'OS_FIXES',
            'cmd_grid', 'field_docs', 'flag_names', 'flag_type', 'show_flag', 'config_defaults', 'add_config_args',
            'given_config', 'train_config', 'resume_conflicts', 'check_resume_flags', 'cmd_train', 'check_output',
-           'check_sample_args', 'sample_labels', 'cmd_sample', 'cmd_evaluate', 'HelpFormatter', 'make_parser',
-           'explain', 'main']
+           'check_sample_args', 'sample_labels', 'cmd_sample', 'cmd_evaluate', 'HelpFormatter', 'add_machine_args',
+           'make_parser', 'explain', 'main']
 
 # %% ../nbs/12_cli.ipynb #14ff3a56
 def cmd_grid(args) -> Path:
@@ -221,6 +221,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if '(default: ' in (action.help or '') else super()._get_help_string(action)
 
 # %% ../nbs/12_cli.ipynb #705cfdc9
+def add_machine_args(p: argparse.ArgumentParser):
+    "--device and --threads: where a command runs (train, sample and evaluate have them)"
+    p.add_argument('--device', default=None, help="cpu, cuda, cuda:1, ...; the GPU when there is one")
+    p.add_argument('--threads', type=int, default=None, help="CPU threads of PyTorch (default: one per core that no other program is using, or OMP_NUM_THREADS)")
+
 def make_parser() -> argparse.ArgumentParser:
     "The `ddpm_course` command-line parser"
     p = argparse.ArgumentParser(prog='ddpm_course', description="Train and sample class-conditional DDPMs (the ddpm_course package).",
@@ -237,8 +242,7 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument('--out', default='runs/default', help="the run folder to write")
     t.add_argument('--resume', action='store_true', help="continue the run in --out if there is one (start it otherwise); it keeps its settings")
     add_config_args(t, TrainConfig)
-    t.add_argument('--device', default=None, help="cpu, cuda, cuda:1, ...; the GPU when there is one")
-    t.add_argument('--threads', type=int, default=None, help="CPU threads of PyTorch (default: one per core that no other program is using, or OMP_NUM_THREADS)")
+    add_machine_args(t)
     t.add_argument('--quiet', action='store_true', default=None,
                    help="no progress bars: one line per epoch (what a log file or a pipe gets anyway)")
     t.set_defaults(func=cmd_train)
@@ -262,8 +266,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="the network's precision: auto is bf16 on a GPU (fp16 on old ones) and on a CPU with bf16 instructions, else fp32")
     s.add_argument('--compile', nargs='?', const='default', default=None, choices=list(COMPILE_MODES), metavar='MODE',
                    help=f"torch.compile the network: --compile alone is the default mode; or one of {', '.join(COMPILE_MODES)}")
-    s.add_argument('--device', default=None, help="cpu, cuda, ...; the GPU when there is one")
-    s.add_argument('--threads', type=int, default=None, help="CPU threads of PyTorch (default: one per core that no other program is using, or OMP_NUM_THREADS)")
+    add_machine_args(s)
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser('evaluate', help="FID/KID vs steps, the guidance sweep and per-class metrics of a run (chapter 10)",
@@ -280,8 +283,7 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument('--clf-epochs', dest='clf_epochs', type=int, default=8, help="epochs of the feature classifier (trained once, then reused)")
     e.add_argument('--allow-weak-judge', dest='allow_weak_judge', action='store_true',
                    help="score even when the judge reads fewer than JUDGE_BAR of the held-out real images right (with a warning)")
-    e.add_argument('--device', default=None, help="cpu, cuda, ...; the GPU when there is one")
-    e.add_argument('--threads', type=int, default=None, help="CPU threads of PyTorch (default: one per core that no other program is using, or OMP_NUM_THREADS)")
+    add_machine_args(e)
     e.set_defaults(func=cmd_evaluate)
     return p
 

@@ -236,13 +236,11 @@ def load_images(name: str | Path = 'digits', size: int | tuple[int, int] | None 
 def balanced_subset(y: Tensor, n: int, seed: int = 0) -> Tensor:
     "Indices (sorted) of `n` random items with the classes as equal as `y` allows: a folder sorted by class gives every class, not the first"
     g = torch.Generator().manual_seed(seed)
-    per = [torch.nonzero(y == c).flatten() for c in torch.unique(y)]
-    per = [p[torch.randperm(len(p), generator=g)] for p in per]              # each class's items in a random order
-    take, left = [0] * len(per), n
-    while left > 0:                                                           # deal one item per class in turn, skipping used-up classes
-        open_ = [i for i, p in enumerate(per) if take[i] < len(p)]
-        for i in [open_[j] for j in torch.randperm(len(open_), generator=g)][:left]: take[i] += 1; left -= 1
-    return torch.cat([p[:k] for p, k in zip(per, take)]).sort().values
+    rank = torch.empty(len(y))                                   # each item's place in a random order of its class
+    for c in torch.unique(y):
+        i = torch.nonzero(y == c).flatten(); rank[i[torch.randperm(len(i), generator=g)]] = torch.arange(len(i), dtype=torch.float)
+    deal = rank + torch.rand(len(y), generator=g)                # dealt round by round, one per class, in a random order within a round
+    return deal.argsort()[:n].sort().values
 
 # %% ../nbs/01_data.ipynb #1163e074
 def split(n: int, valid_pct: float = 0.1, seed: int = 42) -> tuple[Tensor, Tensor]:

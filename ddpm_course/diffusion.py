@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_diffusion.ipynb #dif00003
 from __future__ import annotations
-import json, math, sys
+import functools, json, math, sys
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -172,12 +172,13 @@ def load(cls: Diffusion, folder, device=None) -> Diffusion:
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 CPU_BF16_FLAGS = ('avx512_bf16', 'amx_bf16')   # the CPU flags of native bfloat16 matrix instructions
 
-def cpu_flags() -> set[str]:
+@functools.cache
+def cpu_flags() -> frozenset[str]:
     "The CPU's feature flags as Linux lists them in /proc/cpuinfo (empty where there is no such file)"
     try: text = Path('/proc/cpuinfo').read_text()
-    except OSError: return set()
+    except OSError: return frozenset()
     line = next((l for l in text.splitlines() if l.startswith(('flags', 'Features'))), '')
-    return set(line.partition(':')[2].split())
+    return frozenset(line.partition(':')[2].split())              # (read once: every `resolve_precision('auto')` asks)
 
 def cpu_has_bf16() -> bool:
     "Does this CPU multiply bfloat16 matrices natively (AVX-512 BF16 or AMX)? Then bf16 autocast is faster than fp32 on it"

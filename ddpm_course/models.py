@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from .schedules import check_timestep_dtype
 
 # %% auto #0
 __all__ = ['PRESETS', 'PRESET_NOTES', 'timestep_embedding', 'TimeEmbedding', 'DoubleConv', 'Down', 'Up', 'MHAWeights',
@@ -249,8 +250,7 @@ def _check_input(model: UNet, x: Tensor, t, y) -> tuple[Tensor, Tensor | None]:
     t = torch.as_tensor(t, device=x.device)
     t = t.expand(B) if t.ndim == 0 else t
     if t.shape != (B,): raise ValueError(f"t must hold one step per image, shape ({B},), got {tuple(t.shape)}")
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:        # the dtype alone: no look at the values, no sync
-        raise TypeError(f"timesteps must be integers (torch.long), got {t.dtype}; use t.long() or torch.randint")
+    check_timestep_dtype(t)                                       # (chapter 02's check, by the dtype alone: no sync)
     if cfg.num_classes is None:
         if y is not None: raise ValueError("this UNet is unconditional (num_classes=None) but was given labels y; "
                                            "call model(x, t), or build it with num_classes=<number of classes>")

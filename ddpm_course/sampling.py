@@ -143,7 +143,7 @@ def sample(diffusion: Diffusion,
            generator: torch.Generator | None = None,
            x_T: Tensor | None = None,          # the starting noise (n, C, H, W); drawn when None
            bs: int | None = None,              # sample in batches of at most `bs` (the noise is drawn first, for all n)
-           precision: str = 'auto',            # the network's precision on a GPU, see `resolve_precision`
+           precision: str = 'auto',            # the network's precision (bf16 on GPUs and bf16 CPUs), see `resolve_precision`
            progress: bool = False,
            ) -> Tensor:                        # x_0 (n, C, H, W), in [-clip_x0, clip_x0] when clipped
     "Sample `diffusion` with any sampler: the one sampling loop of the package"

@@ -12,8 +12,9 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['SCHEDULES', 'PRED_TYPES', 'VARIANCES', 'check_betas', 'NoiseSchedule', 'check_T', 'betas_from_alpha_bar',
            'linear_betas', 'cosine_betas', 'sigmoid_betas', 'rescale_zero_terminal_snr', 'make_schedule', 'check_step',
-           'check_timesteps', 'to_device', 'extract', 'sample_timesteps', 'q_sample', 'check_pred_type', 'target_for',
-           'pred_to_x0', 'pred_to_eps', 'check_variance', 'ddpm_step', 'gaussian_denoiser']
+           'check_timestep_dtype', 'check_timesteps', 'to_device', 'extract', 'sample_timesteps', 'q_sample',
+           'check_pred_type', 'target_for', 'pred_to_x0', 'pred_to_eps', 'check_variance', 'ddpm_step',
+           'gaussian_denoiser']
 
 # %% ../nbs/02_noise_schedules.ipynb #e73015d9
 _FIELDS = ('betas', 'alphas', 'alpha_bar', 'alpha_bar_prev', 'sqrt_alpha_bar', 'sqrt_one_minus_alpha_bar', 'snr', 'log_snr',
@@ -151,12 +152,16 @@ def check_step(t: int, sched: NoiseSchedule) -> int:
     if not 0 <= t < sched.T: raise ValueError(f"{_timestep_msg(sched)}, got {t}")
     return int(t)
 
+def check_timestep_dtype(t: Tensor) -> Tensor:
+    "Refuse timesteps that are not integers, by their dtype alone: known without looking at the values"
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"timesteps must be integers (torch.long), got {t.dtype}; use t.long() or torch.randint")
+    return t
+
 def check_timesteps(t: Tensor | int, sched: NoiseSchedule) -> Tensor:
     "`t` as an int64 tensor, checked to lie in 0..T-1 by an assertion on the tensor's device: no sync, and traceable by torch.compile"
     if isinstance(t, (int, np.integer)) and not isinstance(t, bool): return torch.tensor(check_step(t, sched))
-    t = torch.as_tensor(t)
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:      # the dtype alone: known without looking at the values
-        raise TypeError(f"timesteps must be integers (torch.long), got {t.dtype}; use t.long() or torch.randint")
+    t = check_timestep_dtype(torch.as_tensor(t))
     if t.numel(): torch._assert_async(((t >= 0) & (t < sched.T)).all(), _timestep_msg(sched))
     return t.long()
 
@@ -180,7 +185,8 @@ def extract(a: Tensor,                 # (T,) a per-step value, e.g. `sched.sqrt
 def _randn(shape, generator: torch.Generator | None, device) -> Tensor:
     "Standard normal noise drawn by `generator` (on its own device, so a CPU seed gives the same noise anywhere) and moved to `device`"
     if generator is None: return torch.randn(shape, device=device)
-    return to_device(torch.randn(shape, generator=generator, device=generator.device), device if device is not None else 'cpu')
+    noise = torch.randn(shape, generator=generator, device=generator.device)
+    return noise if device is None else to_device(noise, device)
 
 def sample_timesteps(n: int, sched: NoiseSchedule, device=None, generator: torch.Generator | None = None) -> Tensor:
     "`n` training timesteps drawn uniformly from 0..T-1 (every step, including 0), as int64"

@@ -33,7 +33,7 @@ from .runs import (RUN_FORMAT, RunCallback, CheckpointCallback, ResumeCallback, 
 
 # %% auto #0
 __all__ = ['TRAIN_CHOICES', 'min_snr_weights', 'weighted_mse', 'drop_labels', 'NonFiniteLossError', 'is_conditional',
-           'DDPMCallback', 'DivergenceError', 'DeviceSmoothLoss', 'DeviceLoss', 'use_device_losses',
+           'DDPMCallback', 'DivergenceError', 'batch_loss', 'DeviceSmoothLoss', 'DeviceLoss', 'use_device_losses',
            'StepProgressCallback', 'DivergenceCallback', 'AutocastCallback', 'SampleCallback', 'TrainConfig',
            'CUDAGraphStepCallback', 'ddpm_learner', 'launch_info', 'is_main_process', 'check_launch', 'build_run',
            'run_config', 'check_fit_context', 'EpochLog', 'wants_bars', 'train', 'saved_config', 'resume']
@@ -115,10 +115,14 @@ class DDPMCallback(Callback):
 # %% ../nbs/08_unconditional.ipynb #div00002
 class DivergenceError(RuntimeError): pass
 
+def batch_loss(learn: Learner) -> Tensor:
+    "This batch's loss as a 0-d tensor on its device: the mean over the processes of a launch (chapter 11)"
+    return maybe_gather(learn.loss.detach().float().mean()).mean()
+
 class DeviceSmoothLoss(AvgSmoothLoss):
     "fastai's exponentially smoothed loss, kept on the loss's device (fastai's moves each step's loss to the CPU)"
     def accumulate(self, learn):
-        loss = maybe_gather(learn.loss.detach().float().mean()).mean()       # (the mean over the processes of a launch)
+        loss = batch_loss(learn)
         self.val = loss * (1 - self.beta) if self.count == 0 else torch.lerp(loss, self.val, self.beta)
         self.count += 1
 
@@ -126,7 +130,7 @@ class DeviceLoss(AvgLoss):
     "fastai's average loss over an epoch (the validation loss), summed on the device and read once, at the epoch's end"
     def accumulate(self, learn):
         bs = len(learn.yb[0])
-        self.total = self.total + maybe_gather(learn.loss.detach().float().mean()).mean() * bs
+        self.total = self.total + batch_loss(learn) * bs
         self.count += bs
 
 def use_device_losses(learn: Learner) -> Learner:
@@ -147,17 +151,15 @@ class DivergenceCallback(Callback):
     "Stop a run whose smoothed training loss is not finite, or rises `factor` times above the lowest it reached, read every `every` steps"
     order = 55                                                   # after the Recorder (50) has smoothed this batch's loss
     def __init__(self, factor: float = 100., every: int = LOG_EVERY): self.factor, self.every = factor, every
-    def before_fit(self): self.best, self.steps = math.inf, 0
+    def before_fit(self): self.best = math.inf
     def after_batch(self):
-        if not self.training: return
-        self.steps += 1
-        if self.steps % self.every == 0: self.check()
+        if self.training and self.train_iter % self.every == 0: self.check()   # (fastai's count of this fit's steps)
     def after_train(self): self.check()                         # each epoch's last steps too, before the checkpoint is written
     def check(self):
         if self.learn.recorder.smooth_loss.count == 0: return   # (no training step yet)
         loss = float(self.learn.smooth_loss)                     # the one read back of the loss, every `every` steps
         if not math.isfinite(loss):
-            raise NonFiniteLossError(f"the training loss became {loss} at epoch {self.epoch + 1}, after {self.steps} steps: lower the learning rate "
+            raise NonFiniteLossError(f"the training loss became {loss} at epoch {self.epoch + 1}, after {self.train_iter} steps: lower the learning rate "
                                      f"(--lr) or use fp32; the last good checkpoint is kept")
         self.best = min(self.best, loss)
         if loss > self.factor * self.best:
