@@ -19,7 +19,7 @@ from .diffusion import DEFAULT_GUIDANCE, PRECISIONS, COMPILE_MODES, check_guidan
 from .sampling import SAMPLERS, sample
 from .runs import load_run, read_config
 from .training import TrainConfig, TRAIN_CHOICES, train, resume, saved_config, SampleCallback, is_main_process, check_launch
-from .evaluation import evaluate_run
+from .evaluation import evaluate_run, JUDGE_MAX_IMAGES
 from .distributed import distributed, init_distributed
 
 # %% auto #0
@@ -35,7 +35,7 @@ def cmd_grid(args) -> Path:
     if args.per_class < 1: raise ValueError(f"--per-class must be at least 1, got {args.per_class}")
     x, y, classes = load_images(args.dataset, args.size, args.channels, root=args.root)
     k = args.per_class
-    path = save_grid(per_class_grid(x, y, len(classes), k), args.out, nrow=k)
+    path = save_grid(per_class_grid(x, y, len(classes), k), args.out, nrow=k, titles=[classes[c] for c in class_rows(len(classes), k)])
     print(f"wrote {path}: {len(classes)} classes x {k} images of {args.dataset} at {tuple(x.shape[-2:])}")
     return path
 
@@ -86,7 +86,7 @@ def add_config_args(p: argparse.ArgumentParser, cls=TrainConfig, names=None, giv
     for f in fields(cls):
         if names is not None and f.name not in names: continue
         tp, d = flag_type(hints[f.name]), defaults[f.name]
-        shown = show_flag(f.name, d) if isinstance(d, bool) else d
+        shown = show_flag(f.name, d) if isinstance(d, bool) else ('not given' if d is None else d)
         extra = ''.join(f"; {k}: {v}" for k, v in HELP_NOTES.get(f.name, {}).items())
         kw = dict(dest=f.name, default=None if given_only else d,
                   help=f"{docs.get(f.name, f.name)}{extra} (default: {shown})".replace('%', '%%'))
@@ -142,7 +142,6 @@ def cmd_train(args):
     init_distributed(args.device)      # before anything touches the run folder (both do nothing in one process)
     t0 = time.time()
     if resuming:
-        if is_main_process(): print(f"resuming {out}")
         resume(out, epochs=args.epochs, device=args.device, quiet=args.quiet, sample_cb=scb, fit_context=distributed, **overrides)
     else: train(cfg, out, device=args.device, quiet=args.quiet, sample_cb=scb, fit_context=distributed)
     if is_main_process(): print(f"done in {time.time() - t0:.0f} s: {out}")
@@ -193,7 +192,8 @@ def cmd_sample(args):
     x = to_uint8(to_unit(sample(d, n=None if y is not None else args.n, labels=y, guidance=args.guidance, sampler=args.sampler,
                                 steps=None if args.steps == 0 else min(args.steps, d.sched.T), eta=args.eta, seed=args.seed,
                                 precision=args.precision)))
-    path = save_grid(x, args.out, nrow=args.per_class)
+    vocab = cfg['data']['vocab']
+    path = save_grid(x, args.out, nrow=args.per_class, titles=[vocab[i] for i in y] if y is not None else None)
     msg = f"wrote {path}: {len(x)} samples in {time.time() - t0:.1f} s"
     if args.npz:
         Path(args.npz).parent.mkdir(parents=True, exist_ok=True)
@@ -210,9 +210,10 @@ def cmd_evaluate(args) -> dict:
     if any(k < 1 for k in args.steps): raise ValueError(f"--steps must be positive, got {args.steps}")
     for w in args.guidance + [args.guidance_scale]: check_guidance(w)
     if args.clf_epochs < 1: raise ValueError(f"--clf-epochs must be at least 1, got {args.clf_epochs}")
+    if args.judge_images < 10: raise ValueError(f"--judge-images must be at least 10, got {args.judge_images}")
     return evaluate_run(args.run, n_per_class=args.n_per_class, steps=args.steps, guidances=args.guidance, sampler=args.sampler,
                         guidance_scale=args.guidance_scale, out_dir=args.out, seed=args.seed, clf_epochs=args.clf_epochs,
-                        device=args.device, verbose=True, allow_weak_judge=args.allow_weak_judge)
+                        device=args.device, verbose=True, allow_weak_judge=args.allow_weak_judge, judge_images=args.judge_images)
 
 # %% ../nbs/12_cli.ipynb #ae4aa9ea
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -281,6 +282,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="guidance of the curve and the per-class metrics (DEFAULT_GUIDANCE)")
     e.add_argument('--seed', type=int, default=0, help="seed of the sample noise and the classifier")
     e.add_argument('--clf-epochs', dest='clf_epochs', type=int, default=8, help="epochs of the feature classifier (trained once, then reused)")
+    e.add_argument('--judge-images', dest='judge_images', type=int, default=JUDGE_MAX_IMAGES,
+                   help="the feature classifier trains on at most this many training images, a class-balanced subset (more: slower, a little more accurate)")
     e.add_argument('--allow-weak-judge', dest='allow_weak_judge', action='store_true',
                    help="score even when the judge reads fewer than JUDGE_BAR of the held-out real images right (with a warning)")
     add_machine_args(e)

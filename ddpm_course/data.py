@@ -4,7 +4,8 @@
 
 # %% ../nbs/01_data.ipynb #830cb455
 from __future__ import annotations
-import math, os, socket, time, warnings
+import math, os, socket, sys, time, warnings
+from contextlib import nullcontext
 from pathlib import Path
 import numpy as np
 import torch
@@ -24,11 +25,12 @@ with warnings.catch_warnings():    # fastai 2.8 marks a few layers with torch.ji
 from torch import nn
 
 # %% auto #0
-__all__ = ['TORCH_THREADS', 'SHAPES', 'IMG_EXTS', 'DATASETS', 'GRID_MIN_PX', 'ImageDataset', 'to_unit', 'to_model_range',
-           'resolve_device', 'busy_cores', 'set_threads', 'check_size', 'load_digits_images', 'to_uint8', 'draw_shape',
-           'make_shapes', 'load_folder', 'load_torchvision', 'resolve_dataset', 'load_images', 'balanced_subset',
-           'split', 'get_dls', 'show_images', 'grid_cols', 'image_grid', 'save_grid', 'class_rows', 'per_class_grid',
-           'SmallClassifier', 'train_classifier', 'classify']
+__all__ = ['TORCH_THREADS', 'SHAPES', 'IMG_EXTS', 'GRAY_MODES', 'CACHE_DIR', 'LOUD_FILES', 'DATASETS', 'GRID_MIN_PX', 'LABEL_PX',
+           'ImageDataset', 'to_unit', 'to_model_range', 'resolve_device', 'busy_cores', 'set_threads', 'check_size',
+           'nearest_size', 'load_digits_images', 'to_uint8', 'draw_shape', 'make_shapes', 'folder_files', 'folder_key',
+           'cache_dir', 'load_folder', 'load_torchvision', 'resolve_dataset', 'load_images', 'balanced_subset', 'split',
+           'EpochDL', 'get_dls', 'show_images', 'grid_cols', 'label_strip', 'image_grid', 'save_grid', 'class_rows',
+           'per_class_grid', 'SmallClassifier', 'wants_bars', 'train_classifier', 'classify']
 
 # %% ../nbs/01_data.ipynb #7042fab6
 class ImageDataset(torch.utils.data.Dataset):
@@ -86,6 +88,11 @@ def check_size(size: int | tuple[int, int]) -> tuple[int, int]:
             raise ValueError(f"image size {size} cannot be used: the course's UNets halve the resolution three times, "
                              f"so height and width must be multiples of 8 (8, 16, 24, 32, ...); try size={max(8, (int(s) + 7) // 8 * 8)}")
     return int(h), int(w)
+
+def nearest_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    "The (H, W) nearest to `size` that `check_size` accepts: each side rounded to a multiple of 8 (halves up, at least 8)"
+    h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    return tuple(max(8, int(s + 4) // 8 * 8) for s in (h, w))
 
 # %% ../nbs/01_data.ipynb #cba4232c
 def load_digits_images(size: int | tuple[int, int] = 16) -> tuple[Tensor, Tensor, list[str]]:
@@ -156,22 +163,82 @@ def _fit(img: Image.Image, h: int, w: int) -> Image.Image:
     return img.crop((left, top, left + w, top + h))
 
 # %% ../nbs/01_data.ipynb #be5fd881
-def load_folder(path: str | Path, size: int | tuple[int, int] = 32, channels: int | None = None) -> tuple[Tensor, Tensor, list[str]]:
-    "Images of `path/<class>/*` (or `path/*`: one class) as uint8 (N, C, H, W), labels and class names"
+GRAY_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'F')     # PIL modes read as grayscale
+CACHE_DIR = '.ddpm_course'                          # the cache of a folder's decoded images, inside the folder
+LOUD_FILES = 2000                                   # decoding more files than this says so, with the time it took
+
+def folder_files(path: Path) -> tuple[list[tuple[Path, int]], list[str]]:
+    "[(file, label)] and class names of `path/<class>/*` (or `path/*`: one class); hidden folders are not classes"
+    classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith('.') and _image_files(d))
+    files = [(p, i) for i, c in enumerate(classes) for p in _image_files(path/c)]
+    if not files: classes, files = [path.name], [(p, 0) for p in _image_files(path)]
+    return files, classes
+
+def folder_key(path: Path, files: list[tuple[Path, int]], h: int, w: int, channels: int | None) -> str:
+    "A name for the decoded folder: the size and channels asked for, and a hash of every file's path, label, size and mtime"
+    import hashlib
+    hsh = hashlib.sha1(f"{h}x{w} c{channels}".encode())
+    for f, i in files:
+        st = f.stat(); hsh.update(f"{f.relative_to(path)}\0{i}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return f"{h}x{w}_c{channels or 'auto'}_{hsh.hexdigest()[:16]}"
+
+def cache_dir(path: Path) -> Path:
+    "Where the cache of `path` goes: inside it when it is writable, else under ~/.cache/ddpm_course (XDG_CACHE_HOME)"
+    if os.access(path, os.W_OK | os.X_OK): return path/CACHE_DIR
+    import hashlib
+    home = Path(os.environ.get('XDG_CACHE_HOME', Path.home()/'.cache'))
+    return home/'ddpm_course'/hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+
+def _decode(files: list[tuple[Path, int]], h: int, w: int, channels: int | None) -> np.ndarray:
+    "Decode and fit every file: (N, H, W, C) uint8. Without `channels`: 1 if every image is grayscale, else 3"
+    arrs, gray = [], []
+    for p, _ in files:
+        im = _open(p)
+        g = im.mode in GRAY_MODES if channels is None else channels == 1
+        arrs.append(np.asarray(_fit(im.convert('L' if g else 'RGB'), h, w))); gray.append(g)
+    if channels is None and not all(gray):      # a mixed folder is RGB: a grayscale image becomes three equal channels
+        arrs = [np.repeat(a[..., None], 3, -1) if g else a for a, g in zip(arrs, gray)]
+    return np.stack([a if a.ndim == 3 else a[..., None] for a in arrs])
+
+def _read_cache(f: Path):
+    try:
+        with np.load(f, allow_pickle=False) as z: return z['images'], z['labels'], [str(c) for c in z['classes']]
+    except Exception: return None                # unreadable (another version, a disk error): decode again
+
+def _write_cache(f: Path, arr: np.ndarray, labels: np.ndarray, classes: list[str]) -> bool:
+    "Write the cache atomically, replacing the older caches of the same size; False where it cannot be written"
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
+        with open(tmp, 'wb') as fh: np.savez(fh, images=arr, labels=labels, classes=np.array(classes, dtype=str))
+        os.replace(tmp, f)
+        for old in f.parent.glob(f.name.rsplit('_', 1)[0] + '_*.npz'):
+            if old != f: old.unlink(missing_ok=True)
+        return True
+    except OSError:
+        try: tmp.unlink(missing_ok=True)
+        except (OSError, UnboundLocalError): pass
+        return False                             # (a full disk, a read-only home: the images are still decoded)
+
+def load_folder(path: str | Path, size: int | tuple[int, int] = 32, channels: int | None = None,
+                cache: bool = True) -> tuple[Tensor, Tensor, list[str]]:
+    "Images of `path/<class>/*` (or `path/*`: one class) as uint8 (N, C, H, W), labels and class names; decoded once, then cached"
     path, (h, w) = Path(path), check_size(size)
     if not path.is_dir(): raise FileNotFoundError(f"folder {path} does not exist; put your images in {path}/<class>/*.png (one subfolder per class)")
-    classes = sorted(d.name for d in path.iterdir() if d.is_dir() and _image_files(d))
-    files = [(p, i) for i, c in enumerate(classes) for p in _image_files(path/c)]
-    if not files:
-        classes, files = [path.name], [(p, 0) for p in _image_files(path)]
+    if channels not in (None, 1, 3): raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    files, classes = folder_files(path)
     if not files: raise ValueError(f"{path} holds no images; expected {path}/<class>/*.png or *.jpg (extensions: {sorted(IMG_EXTS)})")
-    imgs = [_open(p) for p, _ in files]
-    if channels is None: channels = 1 if all(im.mode in ('1', 'L', 'LA', 'I', 'I;16', 'F') for im in imgs) else 3
-    if channels not in (1, 3): raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
-    mode = 'L' if channels == 1 else 'RGB'
-    arr = np.stack([np.asarray(_fit(im.convert(mode), h, w)) for im in imgs])
-    x = torch.from_numpy(arr).reshape(len(arr), h, w, channels).permute(0, 3, 1, 2).contiguous()
-    return x, torch.tensor([i for _, i in files]), classes
+    f = cache_dir(path)/f"{folder_key(path, files, h, w, channels)}.npz" if cache else None
+    hit = _read_cache(f) if f is not None and f.exists() else None
+    if hit is not None and hit[2] == classes and len(hit[1]) == len(files): arr, labels, _ = hit
+    else:
+        loud, t0 = len(files) > LOUD_FILES, time.time()
+        if loud: print(f"decoding {len(files):,} images of {path} at {h}x{w} (once: they are cached for the next run)", flush=True)
+        arr, labels = _decode(files, h, w, channels), np.array([i for _, i in files], dtype=np.int64)
+        kept = cache and _write_cache(f, arr, labels, classes)
+        if loud: print(f"decoded in {time.time() - t0:.0f} s" + (f"; cached in {f}" if kept else "; the cache could not be written"), flush=True)
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+    return x, torch.from_numpy(labels), classes
 
 # %% ../nbs/01_data.ipynb #032bd12c
 _TV_DATASETS = {
@@ -250,6 +317,17 @@ def split(n: int, valid_pct: float = 0.1, seed: int = 42) -> tuple[Tensor, Tenso
     n_valid = int(round(n * valid_pct))
     return idx[n_valid:], idx[:n_valid]
 
+# %% ../nbs/01_data.ipynb #edl00002
+class EpochDL(DataLoader):
+    "A shuffling `DataLoader` whose epochs are `n` items long: dealt from one random order of the dataset after another"
+    def get_idxs(self):
+        N, out, left = len(self.dataset), [], getattr(self, '_left', [])
+        while len(out) < self.n:
+            if not left: left = self.rng.sample(range(N), N)          # (fastai's shuffle_fn, on the whole dataset)
+            k = self.n - len(out); out += left[:k]; left = left[k:]
+        self._left = left                                             # the rest of this order opens the next epoch
+        return out
+
 # %% ../nbs/01_data.ipynb #e1167321
 def get_dls(name: str | Path = 'digits',    # a name in `DATASETS`, or a folder of `<class>/*.png`
             size: int | tuple[int, int] | None = None,  # image size; 16 for digits, 32 otherwise
@@ -273,7 +351,7 @@ def get_dls(name: str | Path = 'digits',    # a name in `DATASETS`, or a folder 
     train_ds, valid_ds = ImageDataset(x[train_idx], y[train_idx], classes), ImageDataset(x[valid_idx], y[valid_idx], classes)
     device = resolve_device(device)
     pin = device.type == 'cuda'                 # batches to a GPU through pinned memory: the copy does not stall the host
-    dls = DataLoaders(DataLoader(train_ds, bs=bs, shuffle=True, drop_last=len(train_ds) >= bs, device=device, pin_memory=pin),
+    dls = DataLoaders(EpochDL(train_ds, bs=bs, shuffle=True, drop_last=len(train_ds) >= bs, device=device, pin_memory=pin),
                       DataLoader(valid_ds, bs=bs, shuffle=False, drop_last=False, device=device, pin_memory=pin))
     for dl in dls.loaders: dl.n_inp = 1                                        # one input (the images), as fastai's TfmdDL says
     dls.vocab, dls.c, dls.n_channels, dls.img_size, dls.name = classes, len(classes), x.shape[1], tuple(x.shape[-2:]), str(name)
@@ -306,20 +384,35 @@ def grid_cols(n: int) -> int:
     r = math.sqrt(n)
     return next((k for k in range(math.ceil(r), int(2 * r) + 1) if n % k == 0), math.ceil(r))
 
-def image_grid(x: Tensor, nrow: int | None = None, value_range=(-1, 1), pad: int = 2, min_px: int = GRID_MIN_PX) -> Image.Image:
+LABEL_PX = 12   # height of the strip that carries an image's label in a grid
+
+def label_strip(text: str, width: int) -> Tensor:
+    "A white strip (1, LABEL_PX, width) in [0, 1] with `text` in black, cut to fit"
+    img = Image.new('L', (width, LABEL_PX), 255)
+    draw = ImageDraw.Draw(img)
+    while text and draw.textlength(text) > width - 2: text = text[:-1]
+    draw.text((1, 0), text, fill=0)
+    return torch.from_numpy(np.array(img)).float()[None] / 255
+
+def image_grid(x: Tensor, nrow: int | None = None, value_range=(-1, 1), pad: int = 2, min_px: int = GRID_MIN_PX,
+               titles: list[str] | None = None) -> Image.Image:   # a label above each image (its class, say)
     "A PIL image of a grid of images (B, C, H, W) in `value_range`, `nrow` per row, each enlarged to at least `min_px` pixels"
     import torchvision.utils as vutils
     x = to_unit(x.cpu(), value_range)
     k = max(1, math.ceil(min_px / max(x.shape[-2:])))                # 16 px digits: 4x, so that a person can see them
     if k > 1: x = F.interpolate(x, scale_factor=k, mode='nearest')
+    if titles is not None:
+        if len(titles) != len(x): raise ValueError(f"{len(titles)} titles for {len(x)} images")
+        x = torch.cat([torch.stack([label_strip(str(t), x.shape[-1]).expand(x.shape[1], -1, -1) for t in titles]), x], dim=2)
     g = vutils.make_grid(x, nrow=nrow or grid_cols(len(x)), padding=pad, pad_value=1.)
     arr = to_uint8(g).permute(1, 2, 0).numpy()
     return Image.fromarray(arr[..., 0] if x.shape[1] == 1 else arr)
 
-def save_grid(x: Tensor, path: str | Path, nrow: int | None = None, value_range=(-1, 1), min_px: int = GRID_MIN_PX) -> Path:
+def save_grid(x: Tensor, path: str | Path, nrow: int | None = None, value_range=(-1, 1), min_px: int = GRID_MIN_PX,
+              titles: list[str] | None = None) -> Path:
     "Write a grid of images (B, C, H, W) as a PNG at `path` (folders are created), each at least `min_px` pixels; returns the path"
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(x, nrow, value_range, min_px=min_px).save(path)
+    image_grid(x, nrow, value_range, min_px=min_px, titles=titles).save(path)
     return path
 
 # %% ../nbs/01_data.ipynb #pcg00002
@@ -350,11 +443,20 @@ class SmallClassifier(nn.Module):
     def features(self, x: Tensor) -> Tensor: return self.body(x)          # (B, C, H, W) -> (B, 4 * width)
     def forward(self, x: Tensor) -> Tensor: return self.head(self.body(x))
 
-def train_classifier(dls, epochs: int = 8, lr: float = 1e-2, width: int = 32) -> nn.Module:
+def wants_bars() -> bool:
+    "Progress bars where a person watches (a terminal or a Jupyter notebook); one line per epoch in a log file or a pipe"
+    from fastprogress.fastprogress import IN_NOTEBOOK
+    return IN_NOTEBOOK or sys.stdout.isatty()
+
+def train_classifier(dls, epochs: int = 8, lr: float = 1e-2, width: int = 32,
+                     verbose: bool = False) -> nn.Module:   # show its progress: bars where a person watches, else a line per epoch
     "Train a `SmallClassifier` on `dls` (images in [-1, 1], labels) with fastai's one-cycle; returns the model in eval mode"
     model = SmallClassifier(dls.n_channels, dls.c, width)
     learn = Learner(dls, model, loss_func=nn.CrossEntropyLoss(), opt_func=Adam, metrics=accuracy)
-    with learn.no_bar(), learn.no_logging():
+    quiet = not verbose or not wants_bars()
+    if verbose and quiet:                                   # a log file: fastai's epoch table, one printed line per epoch
+        learn.logger = lambda row: print('  '.join(f'{v:.4f}' if isinstance(v, float) else str(v) for v in row), flush=True)
+    with (learn.no_bar() if quiet else nullcontext()), (nullcontext() if verbose else learn.no_logging()):
         learn.fit_one_cycle(epochs, lr)
         model.valid_accuracy = float(learn.validate()[1])
     return model.eval()

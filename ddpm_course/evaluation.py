@@ -12,17 +12,18 @@ from torch import Tensor, nn
 import matplotlib.pyplot as plt
 from safetensors.torch import save_file, load_file
 from fastai.torch_core import set_seed
-from .data import get_dls, SmallClassifier, train_classifier, classify, to_unit, to_model_range, resolve_device
+from fastai.data.core import DataLoaders
+from .data import get_dls, SmallClassifier, train_classifier, classify, to_unit, to_model_range, resolve_device, balanced_subset, ImageDataset, EpochDL
 from .diffusion import Diffusion, DEFAULT_GUIDANCE, weights_of
 from .sampling import sample
 from .runs import load_run, write_json_atomic
 
 # %% auto #0
-__all__ = ['JUDGE_BAR', 'features_of', 'real_features', 'feature_stats', 'trace_sqrt_product', 'frechet_distance',
-           'fid_from_features', 'polynomial_kernel', 'mmd2_unbiased', 'kid', 'dataset_floor', 'confusion_matrix',
-           'class_metrics', 'plot_confusion', 'sample_set', 'score_samples', 'evaluate', 'format_rows',
-           'plot_fid_vs_steps', 'plot_guidance', 'classifier_meta', 'save_classifier', 'load_classifier', 'run_dls',
-           'run_classifier', 'evaluate_run']
+__all__ = ['JUDGE_MAX_IMAGES', 'JUDGE_BAR', 'features_of', 'real_features', 'feature_stats', 'trace_sqrt_product',
+           'frechet_distance', 'fid_from_features', 'polynomial_kernel', 'mmd2_unbiased', 'kid', 'dataset_floor',
+           'confusion_matrix', 'class_metrics', 'plot_confusion', 'sample_set', 'score_samples', 'evaluate',
+           'format_rows', 'plot_fid_vs_steps', 'plot_guidance', 'classifier_meta', 'save_classifier', 'load_classifier',
+           'run_dls', 'judge_dls', 'run_classifier', 'evaluate_run']
 
 # %% ../nbs/10_evaluation.ipynb #214392c1
 @torch.no_grad()
@@ -223,10 +224,13 @@ def plot_guidance(rows: list[dict], floor: dict | None = None):
     return fig
 
 # %% ../nbs/10_evaluation.ipynb #986f169e
-def classifier_meta(config: dict, clf: nn.Module | None = None) -> dict:
-    "What a cached classifier must match: the run's data settings, and the classifier's own shape"
+JUDGE_MAX_IMAGES = 6_000    # the judge trains on at most this many of the run's training images, a class-balanced random subset
+
+def classifier_meta(config: dict, clf: nn.Module | None = None, max_images: int = JUDGE_MAX_IMAGES) -> dict:
+    "What a cached classifier must match: the run's data settings, how many images it trained on, and the classifier's own shape"
     t = config['train']
     meta = {k: t.get(k) for k in ('dataset', 'size', 'channels', 'n', 'valid_pct', 'seed')}
+    meta['max_images'] = max_images
     meta.update(vocab=config['data']['vocab'], n_channels=config['data']['n_channels'], img_size=config['data']['img_size'])
     if clf is not None: meta.update(width=clf.body[0][0].out_channels, valid_accuracy=getattr(clf, 'valid_accuracy', None))
     return meta
@@ -261,14 +265,29 @@ def run_dls(config: dict, bs: int = 128, device=None):
     return get_dls(t['dataset'], t.get('size'), bs, t.get('channels'), t.get('n'), t.get('valid_pct', 0.1), t.get('seed', 42),
                    t.get('root', 'data'), device=device)
 
-def run_classifier(config: dict, folder: str | Path, epochs: int = 8, device=None, seed: int = 0, verbose: bool = True):
-    "(classifier, dls) for a run: the one cached in `folder`, or one trained now (seeded) on the run's data and cached there"
-    clf = load_classifier(folder, classifier_meta(config), device)     # (building a cached model draws random numbers: before the seed)
+def judge_dls(dls, max_images: int = JUDGE_MAX_IMAGES, seed: int = 0):
+    "`dls` with its training set cut to a class-balanced random subset of at most `max_images` (the validation set kept whole)"
+    ds = dls.train_ds
+    if len(ds) <= max_images: return dls
+    idx = balanced_subset(ds.labels, max_images, seed)
+    sub = ImageDataset(ds.images[idx], ds.labels[idx], ds.classes)
+    out = DataLoaders(EpochDL(sub, bs=dls.train.bs, shuffle=True, drop_last=True, device=dls.device), dls.valid)
+    out.train.n_inp = 1
+    for k in ('vocab', 'c', 'n_channels', 'img_size', 'name'): setattr(out, k, getattr(dls, k))
+    return out
+
+def run_classifier(config: dict, folder: str | Path, epochs: int = 8, device=None, seed: int = 0, verbose: bool = True,
+                   max_images: int = JUDGE_MAX_IMAGES):
+    "(classifier, dls) for a run: the one cached in `folder`, or one trained now (seeded) on at most `max_images` of the run's data, cached there"
+    clf = load_classifier(folder, classifier_meta(config, max_images=max_images), device)     # (building a cached model draws random numbers: before the seed)
     set_seed(seed)                       # the same judge every time: torch, numpy, and Python's random, which seeds the DataLoaders' shuffle
     dls = run_dls(config, device=device)
     if clf is None:
-        t0 = time.time(); clf = train_classifier(dls, epochs=epochs)
-        save_classifier(clf, folder, classifier_meta(config, clf))
+        jdls = judge_dls(dls, max_images, seed)
+        if verbose: print(f"training the judge: {epochs} epochs on {len(jdls.train_ds):,} of the {len(dls.train_ds):,} training images "
+                          f"(a class-balanced subset), checked on the {len(dls.valid_ds):,} held-out ones", flush=True)
+        t0 = time.time(); clf = train_classifier(jdls, epochs=epochs, verbose=verbose)
+        save_classifier(clf, folder, classifier_meta(config, clf, max_images))
         if verbose: print(f"trained the classifier in {time.time() - t0:.0f} s: {clf.valid_accuracy:.1%} on the validation images")
     elif verbose: print(f"using the cached classifier in {folder} ({clf.valid_accuracy:.1%} on the validation images)")
     return clf.to(device), dls
@@ -291,7 +310,8 @@ def evaluate_run(run_dir: str | Path,
                  guidance_scale: float = DEFAULT_GUIDANCE,   # guidance of the curve and of the per-class metrics
                  out_dir: str | Path | None = None,          # where plots and metrics.json go; <run_dir>/eval when None
                  seed: int = 0, clf_epochs: int = 8, n_subsets: int = 100, device=None, verbose: bool = True,
-                 allow_weak_judge: bool = False) -> dict:               # score even with a judge below JUDGE_BAR (with a warning)
+                 allow_weak_judge: bool = False,             # score even with a judge below JUDGE_BAR (with a warning)
+                 judge_images: int = JUDGE_MAX_IMAGES) -> dict:   # the judge trains on at most this many training images
     "Evaluate a training run: FID, KID and the floor, FID vs steps, the guidance sweep, per-class metrics; writes plots and metrics.json"
     t_start = time.time()
     run_dir = Path(run_dir); out_dir = Path(out_dir) if out_dir is not None else run_dir/'eval'
@@ -301,7 +321,7 @@ def evaluate_run(run_dir: str | Path,
     device = resolve_device(device)
     d, config = load_run(run_dir, device=device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    clf, dls = run_classifier(config, out_dir, clf_epochs, device, seed, verbose)
+    clf, dls = run_classifier(config, out_dir, clf_epochs, device, seed, verbose, judge_images)
     judge_warning, acc = None, getattr(clf, 'valid_accuracy', None)
     if acc is None or acc < JUDGE_BAR:
         read = f"reads only {acc:.1%} of" if acc is not None else "was never checked on"

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_unconditional.ipynb #e43662b6
 from __future__ import annotations
-import math, os, random, sys
+import math, os, random, sys, time
 from contextlib import nullcontext
 from dataclasses import dataclass, asdict, replace
 from functools import partial
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from .data import get_dls, save_grid, to_unit, resolve_device, resolve_dataset   # (first: chapter 01 imports fastai quietly)
+from .data import get_dls, save_grid, to_unit, resolve_device, resolve_dataset, nearest_size, wants_bars   # (first: chapter 01 imports fastai quietly)
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
@@ -23,20 +23,23 @@ from fastai.torch_core import maybe_gather
 import fastai.callback.schedule   # fit_one_cycle
 from fastai.optimizer import OptimWrapper
 from .schedules import NoiseSchedule, SCHEDULES, PRED_TYPES, make_schedule, q_sample, target_for, check_pred_type, to_device
-from .models import PRESETS, make_unet
+from .models import PRESETS, make_unet, n_params
 from .ema import EMACallback, unwrap      # unwrap: the model under torch.compile's and DDP's wrappers (chapter 04)
 from .diffusion import Diffusion, PRECISIONS, resolve_precision, COMPILE_MODES, check_compile_mode, compile_model
 from .sampling import sample, start_noise
 from .runs import (RUN_FORMAT, RunCallback, CheckpointCallback, ResumeCallback, ResumeState, WANDB_MODES, RunLock, find_cb,
                               latest_checkpoint, complete_checkpoints, clean_partial_checkpoints, read_config, check_same_architecture,
-                              start_wandb, write_json_atomic, LOG_EVERY)
+                              start_wandb, write_json_atomic, LOG_EVERY, start_epoch)
 
 # %% auto #0
-__all__ = ['TRAIN_CHOICES', 'min_snr_weights', 'weighted_mse', 'drop_labels', 'NonFiniteLossError', 'is_conditional',
-           'DDPMCallback', 'DivergenceError', 'batch_loss', 'DeviceSmoothLoss', 'DeviceLoss', 'use_device_losses',
-           'StepProgressCallback', 'DivergenceCallback', 'AutocastCallback', 'SampleCallback', 'TrainConfig',
+__all__ = ['PLAN_WARMUP', 'PLAN_TIMED', 'TRAIN_CHOICES', 'PRESET_BY_SIZE', 'PLAN_FLOPS', 'PLAN_MAX_EPOCHS', 'min_snr_weights',
+           'weighted_mse', 'drop_labels', 'NonFiniteLossError', 'is_conditional', 'DDPMCallback', 'DivergenceError',
+           'batch_loss', 'DeviceSmoothLoss', 'DeviceLoss', 'use_device_losses', 'StepProgressCallback',
+           'DivergenceCallback', 'plural', 'fmt_time', 'PlanProgress', 'AutocastCallback', 'SampleCallback',
+           'TrainConfig', 'preset_for', 'forward_flops', 'TrainPlan', 'full_epoch_steps', 'plan_training',
            'CUDAGraphStepCallback', 'ddpm_learner', 'launch_info', 'is_main_process', 'check_launch', 'build_run',
-           'run_config', 'check_fit_context', 'EpochLog', 'wants_bars', 'train', 'saved_config', 'resume']
+           'run_config', 'apply_plan', 'fit_size', 'describe_plan', 'check_fit_context', 'EpochLog', 'train',
+           'saved_config', 'resume', 'saved_plan']
 
 # %% ../nbs/08_unconditional.ipynb #22940d50
 def min_snr_weights(t: Tensor, sched: NoiseSchedule, pred_type: str, gamma: float | None = None) -> Tensor:
@@ -145,7 +148,9 @@ class StepProgressCallback(ProgressCallback):
     def name(self): return 'progress'                           # what fastai's `learn.no_bar()` removes
     def after_batch(self):
         self.pbar.update(self.iter + 1)
-        if self.training and self.train_iter % self.every == 0: self.pbar.comment = f'{float(self.smooth_loss):.4f}'   # (steps of this fit)
+        if self.training and self.train_iter % self.every == 0:          # (steps of this fit)
+            plan = find_cb(self.learn, PlanProgress)
+            self.pbar.comment = f'{float(self.smooth_loss):.4f}' + (f' · {plan.comment()}' if plan else '')
 
 class DivergenceCallback(Callback):
     "Stop a run whose smoothed training loss is not finite, or rises `factor` times above the lowest it reached, read every `every` steps"
@@ -166,6 +171,61 @@ class DivergenceCallback(Callback):
             raise DivergenceError(f"the training loss rose from {self.best:.3g} to {loss:.3g} at epoch {self.epoch + 1}: the run diverged. "
                                   f"Lower the learning rate (--lr, now {self.learn.opt.hypers[0]['lr']:.3g} at this step) and train again; "
                                   f"the last good checkpoint is kept")
+
+# %% ../nbs/08_unconditional.ipynb #prg00002
+PLAN_WARMUP, PLAN_TIMED = 5, 20   # steps left out of the timing (the first ones warm caches, or compile), then steps timed for the estimate
+
+def plural(n: int, word: str) -> str: return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+def fmt_time(s: float) -> str:
+    "Seconds as 1:05:30, 4:05 or 12 s"
+    s = int(round(s))
+    if s < 60: return f"{s} s"
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
+
+class PlanProgress(Callback):
+    "Share of the run's steps done and the time left, measured after `warmup` steps; printed once after `timed` steps, and every `every_s` s with `log`"
+    order = 65                                                   # after the Recorder (50), which smooths the loss
+    def __init__(self, warmup: int = PLAN_WARMUP, timed: int = PLAN_TIMED, log: bool = False, every_s: float = 60., verbose: bool = True):
+        self.warmup, self.timed, self.log, self.every_s, self.verbose = warmup, timed, log, every_s, verbose
+    def before_fit(self):
+        self.epochs_left, self.steps_per_epoch = self.n_epoch - start_epoch(self.learn), len(self.dls.train)   # (a resume skips epochs)
+        self.total, self.done, self.t_steps, self.n_timed = self.epochs_left * self.steps_per_epoch, 0, 0., 0
+        self.t_ends, self.n_ends, self.t_fit = 0., 0, time.time()
+        self.t_last_log = self.t_fit; self.estimate = None
+    def before_train(self):
+        self.t_prev = time.time()
+        if getattr(self, 't_end0', None) is not None: self.t_ends += self.t_prev - self.t_end0; self.n_ends += 1; self.t_end0 = None
+    def after_batch(self):
+        if not self.training: return
+        now = time.time(); self.done += 1
+        if self.done > self.warmup: self.t_steps += now - self.t_prev; self.n_timed += 1
+        self.t_prev = now
+        if self.n_timed == self.timed:
+            self.estimate = now - self.t_fit + self.left()             # the whole fit, as the first timed steps foretell it
+        if self.n_timed == self.timed and self.verbose:
+            print(f"measured {self.step_s():.3f} s a step (steps {self.warmup + 1} to {self.warmup + self.timed}): about "
+                  f"{fmt_time(self.estimate)} for {plural(self.total, 'step')} and {plural(self.epochs_left, 'validation')}, "
+                  f"done at about {time.strftime('%H:%M', time.localtime(self.t_fit + self.estimate))}", flush=True)
+        if self.log and self.train_iter % LOG_EVERY == 0 and now - self.t_last_log >= self.every_s:
+            self.t_last_log = now
+            print(f"step {self.done:,} of {self.total:,} ({self.share():.0%})  loss {float(self.smooth_loss):.4f}  "
+                  f"{fmt_time(now - self.t_fit)} so far, about {fmt_time(self.left())} left", flush=True)
+    def after_train(self): self.t_end0 = time.time()
+    def after_fit(self): self.t_end0, self.took = None, time.time() - self.t_fit
+    def step_s(self) -> float: return self.t_steps / max(1, self.n_timed)
+    def end_s(self) -> float:
+        "Seconds of one epoch end: measured, or guessed as a validation pass at a third of a step per batch"
+        return self.t_ends / self.n_ends if self.n_ends else len(self.dls.valid) * self.step_s() / 3
+    def share(self) -> float: return self.done / max(1, self.total)
+    def left(self) -> float:
+        "Seconds left: the steps left at the measured time per step, and the epoch ends left"
+        ends_left = self.epochs_left - self.n_ends - (1 if getattr(self, 't_end0', None) is not None else 0)
+        return (self.total - self.done) * self.step_s() + max(0, ends_left) * self.end_s()
+    def comment(self) -> str:
+        "What the progress bar shows next to the loss"
+        return f"{self.share():.0%} of {self.total:,} steps, about {fmt_time(self.left())} left" if self.n_timed else f"{self.share():.0%} of {self.total:,} steps"
 
 # %% ../nbs/08_unconditional.ipynb #amp00001
 class AutocastCallback(Callback):
@@ -208,7 +268,8 @@ class SampleCallback(RunCallback):
             imgs = to_unit(sample(d, labels=self.labels, x_T=self.x_T, seed=self.seed, **kw))
         self.grids.append((self.epoch + 1, imgs.cpu()))
         if self.folder is not None:
-            p = save_grid(imgs, Path(self.folder)/f'epoch_{self.epoch + 1:04d}.png', nrow=self.nrow, value_range=(0, 1))
+            titles = [str(self.dls.vocab[i]) for i in self.labels] if self.labels is not None and hasattr(self.dls, 'vocab') else None
+            p = save_grid(imgs, Path(self.folder)/f'epoch_{self.epoch + 1:04d}.png', nrow=self.nrow, value_range=(0, 1), titles=titles)
             try:
                 import wandb
                 if wandb.run is not None: wandb.log({'samples': wandb.Image(str(p), caption=f'epoch {self.epoch + 1}')}, commit=False)
@@ -219,12 +280,12 @@ class SampleCallback(RunCallback):
 class TrainConfig:
     "Every setting of a training run (saved in config.json)"
     dataset: str = 'digits'          # a name in DATASETS or a folder of <class>/*.png
-    size: int | None = None          # image size; 16 for digits, 32 otherwise
+    size: int | None = None          # image size; 16 for digits, 32 otherwise; others are rounded to a multiple of 8 (28 -> 32)
     channels: int | None = None      # 1 or 3; inferred from the data when not given
     n: int | None = None             # use only n images
     root: str = 'data'               # where dataset folders and downloads live
     valid_pct: float = 0.1           # fraction of the images held out for the validation loss
-    preset: str = 'small'            # a UNet preset of chapter 03
+    preset: str | None = None        # a UNet preset of chapter 03; when not given, by image size: small up to 16 px, mini up to 32, tiny above
     conditional: bool = False        # class-conditional model with a null class (chapter 09)
     schedule: str = 'cosine'         # noise schedule (chapter 02)
     T: int = 1000                    # diffusion steps
@@ -232,7 +293,8 @@ class TrainConfig:
     pred_type: str = 'v'             # what the model predicts; v is steadier than eps where the noise dominates (chapter 06)
     p_uncond: float = 0.1            # label dropout of a conditional model (chapter 09)
     min_snr_gamma: float | None = None  # min-SNR-gamma loss weighting; off when not given
-    epochs: int = 25                 # epochs in all (with resume: the total to reach)
+    epochs: int | None = None        # epochs in all (with resume: the total to reach); planned from the data when neither this nor steps is given
+    steps: int | None = None         # optimizer steps in all, instead of epochs
     bs: int = 32                     # batch size (the global one, split among the processes of a launch)
     lr: float = 1e-3                 # peak learning rate of the one-cycle schedule
     wd: float = 1e-2                 # AdamW weight decay
@@ -250,12 +312,13 @@ class TrainConfig:
             if getattr(self, name) not in options: raise ValueError(f"{name} must be one of {list(options)}, got {getattr(self, name)!r}")
         whole = lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo
         real = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        rules = [('epochs', whole(self.epochs, 1), "a whole number of at least 1"), ('bs', whole(self.bs, 1), "a whole number of at least 1"),
+        rules = [('epochs', self.epochs is None or whole(self.epochs, 1), "a whole number of at least 1, or left out to plan it from the data"),
+                 ('steps', self.steps is None or whole(self.steps, 1), "a whole number of at least 1, or left out"), ('bs', whole(self.bs, 1), "a whole number of at least 1"),
                  ('T', whole(self.T, 2), "a whole number of at least 2 (1000 is DDPM's)"), ('seed', whole(self.seed, 0), "a whole number >= 0"),
                  ('sample_every', whole(self.sample_every, 0), "a whole number of epochs (0: no grids while training)"),
                  ('n_samples', whole(self.n_samples, 1), "a whole number of at least 1"),
                  ('n', self.n is None or whole(self.n, 2), "a whole number of at least 2 (images to use), or left out for all"),
-                 ('size', self.size is None or (whole(self.size, 8) and self.size % 8 == 0), "a whole number of pixels, a multiple of 8 (16, 32, 64, ...)"),
+                 ('size', self.size is None or whole(self.size, 4), "a whole number of pixels, at least 4 (multiples of 8 are used as they are)"),
                  ('channels', self.channels in (None, 1, 3), "1 or 3"),
                  ('lr', real(self.lr) and self.lr > 0, "a positive finite number (1e-3 is the default)"),
                  ('wd', real(self.wd) and self.wd >= 0, "a finite number >= 0 (0: no weight decay)"),
@@ -268,12 +331,70 @@ class TrainConfig:
         rules.append(('channels_last', self.channels_last is None or isinstance(self.channels_last, bool), "True, False, or left out"))
         for name, ok, what in rules:
             if not ok: raise ValueError(f"{name} (--{name.replace('_', '-')}) must be {what}, got {getattr(self, name)!r}")
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError(f"give the length of training once: --epochs {self.epochs} or --steps {self.steps}, not both")
         if self.zero_terminal_snr and self.pred_type == 'eps':
             raise ValueError("zero_terminal_snr makes the last step pure noise, where an eps-prediction says nothing about the image: "
                              "use --pred-type v (the default) or x0 with it")
 
-TRAIN_CHOICES = {'preset': tuple(PRESETS), 'schedule': tuple(SCHEDULES), 'pred_type': PRED_TYPES, 'precision': PRECISIONS, 'wandb': WANDB_MODES,
+TRAIN_CHOICES = {'preset': (None, *PRESETS), 'schedule': tuple(SCHEDULES), 'pred_type': PRED_TYPES, 'precision': PRECISIONS, 'wandb': WANDB_MODES,
                  'compile': (None, *COMPILE_MODES)}
+
+# %% ../nbs/08_unconditional.ipynb #pln00002
+PRESET_BY_SIZE = ((16, 'small'), (32, 'mini'), (math.inf, 'tiny'))   # (largest side, preset): about the same FLOPs per image
+PLAN_FLOPS = 180_000 * 186e6   # forward FLOPs of the images a planned run sees: 180,000 images of the 32 px `mini`, ~19 min on 2 CPU cores
+PLAN_MAX_EPOCHS = 25           # at most this many passes over a small dataset (the digits: 25 epochs of 50 steps)
+
+def preset_for(size: tuple[int, int]) -> str:
+    "The preset of `PRESET_BY_SIZE` for images of `size` (H, W)"
+    return next(p for side, p in PRESET_BY_SIZE if max(size) <= side)
+
+def forward_flops(model: nn.Module, shape: tuple[int, int, int]) -> int:
+    "FLOPs of one forward pass of `model` on one image of `shape` (C, H, W), counted by torch's `FlopCounterMode`"
+    from torch.utils.flop_counter import FlopCounterMode
+    m = unwrap(model); dev = next(m.parameters()).device
+    x, t = torch.zeros(1, *shape, device=dev), torch.zeros(1, dtype=torch.long, device=dev)
+    args = (x, t, torch.zeros(1, dtype=torch.long, device=dev)) if is_conditional(m) else (x, t)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc: m(*args)
+    return int(fc.get_total_flops())
+
+@dataclass
+class TrainPlan:
+    "How long a run trains: `epochs` of `epoch_steps` optimizer steps each, at batch `bs`, and why"
+    epochs: int
+    epoch_steps: int
+    bs: int
+    n_train: int                   # training images (the dataset less the validation share)
+    flops: int                     # forward FLOPs per image
+    why: str
+    @property
+    def steps(self) -> int: return self.epochs * self.epoch_steps
+    @property
+    def images(self) -> int: return self.steps * self.bs
+    @property
+    def full_epochs(self) -> bool: return self.epoch_steps == full_epoch_steps(self.n_train, self.bs)
+    def with_epochs(self, epochs: int) -> TrainPlan:
+        "The same plan trained to `epochs` in all (what resume --epochs asks)"
+        return replace(self, epochs=epochs, why=f"{self.why}; continued to {epochs} epochs")
+
+def full_epoch_steps(n_train: int, bs: int) -> int:
+    "Steps of one pass over `n_train` images: the last incomplete batch is dropped (one batch when there are fewer than bs)"
+    return max(1, n_train // bs)
+
+def plan_training(cfg: TrainConfig, n_train: int, flops: int) -> TrainPlan:
+    "The plan of a run: `cfg.epochs` whole epochs, or `cfg.steps` steps, or, given neither, what `PLAN_FLOPS` and `PLAN_MAX_EPOCHS` allow"
+    full, bs = full_epoch_steps(n_train, cfg.bs), cfg.bs
+    if cfg.epochs is not None: return TrainPlan(cfg.epochs, full, bs, n_train, flops, f"--epochs {cfg.epochs}")
+    if cfg.steps is not None: steps, why = cfg.steps, f"--steps {cfg.steps}"
+    else:
+        budget = PLAN_FLOPS / flops                                      # images the budget pays for
+        if PLAN_MAX_EPOCHS * full * bs <= budget:
+            return TrainPlan(PLAN_MAX_EPOCHS, full, bs, n_train, flops, f"{PLAN_MAX_EPOCHS} passes over a small dataset")
+        steps, why = round(budget / bs), f"a budget of {PLAN_FLOPS:.2g} FLOPs, {budget:,.0f} images"
+    epochs = max(1, round(steps * bs / n_train))                         # about one pass per epoch
+    if cfg.steps is not None:                                            # the steps asked for, exactly: the divisor of them nearest
+        epochs = min((e for e in range(1, steps + 1) if steps % e == 0), key=lambda e: abs(math.log(e / epochs)))
+    return TrainPlan(epochs, max(1, round(steps / epochs)), bs, n_train, flops, why)
 
 # %% ../nbs/08_unconditional.ipynb #148a3cdb
 class CUDAGraphStepCallback(Callback):
@@ -300,6 +421,7 @@ def ddpm_learner(model: nn.Module, dls, sched: NoiseSchedule, cfg: TrainConfig, 
     if run_dir is not None and is_main_process():         # under a multi-process launch (chapter 11), rank 0 writes
         callbacks.append(CheckpointCallback(run_dir, history=state.history if state else None, wandb_id=state.wandb_id if state else None))
         callbacks.append(sample_cb or SampleCallback(Path(run_dir)/'samples', cfg.sample_every, cfg.n_samples, cfg.seed))
+        callbacks.append(PlanProgress())
     learn = Learner(dls, compile_model(model, cfg.compile, dev), loss_func=weighted_mse, opt_func=opt, wd=cfg.wd,
                     cbs=callbacks + list(cbs or []))
     learn.remove_cb(ProgressCallback); learn.add_cb(StepProgressCallback())   # the loss read every LOG_EVERY steps, not at each
@@ -344,13 +466,33 @@ def build_run(cfg: TrainConfig, device=None):
     "(dls, model, schedule) of a config"
     bs = check_launch(cfg.bs, device)       # cfg.bs is the global batch; each of N processes (chapter 11) takes bs / N
     dls = get_dls(cfg.dataset, cfg.size, bs, cfg.channels, cfg.n, cfg.valid_pct, cfg.seed, cfg.root, device=device)
-    model = make_unet(cfg.preset, c_in=dls.n_channels, img_size=dls.img_size, num_classes=dls.c if cfg.conditional else None)
+    model = make_unet(cfg.preset or preset_for(dls.img_size), c_in=dls.n_channels, img_size=dls.img_size, num_classes=dls.c if cfg.conditional else None)
     return dls, model, make_schedule(cfg.schedule, cfg.T, zero_terminal_snr=cfg.zero_terminal_snr)
 
-def run_config(cfg: TrainConfig, dls, model, sched) -> dict:
-    "What config.json holds: the model as chapter 05's `Diffusion.config`, the data, and the training settings"
+def run_config(cfg: TrainConfig, dls, model, sched, plan: TrainPlan | None = None) -> dict:
+    "What config.json holds: the model as chapter 05's `Diffusion.config`, the data, the training settings and the plan"
     return {**Diffusion(model, sched, cfg.pred_type).config(), 'format': RUN_FORMAT, 'train': asdict(cfg),
-            'data': {'vocab': list(map(str, dls.vocab)), 'n_channels': dls.n_channels, 'img_size': list(dls.img_size)}}
+            'data': {'vocab': list(map(str, dls.vocab)), 'n_channels': dls.n_channels, 'img_size': list(dls.img_size)},
+            **({'plan': asdict(plan)} if plan else {})}
+
+def apply_plan(dls, plan: TrainPlan):
+    "Give the training loader epochs of `plan.epoch_steps` steps (at the global batch: a launch's processes share them)"
+    if not plan.full_epochs: dls.train.n = plan.epoch_steps * plan.bs
+
+def fit_size(cfg: TrainConfig) -> TrainConfig:
+    "`cfg` with its image size rounded to one the UNet takes (a multiple of 8), saying so when it changes"
+    if cfg.size is None or cfg.size % 8 == 0: return cfg
+    size = nearest_size(cfg.size)[0]
+    if is_main_process(): print(f"size {cfg.size}: the UNet halves the resolution three times, so sides are multiples of 8; training at {size}x{size}")
+    return replace(cfg, size=size)
+
+def describe_plan(plan: TrainPlan, cfg: TrainConfig, dls, model) -> str:
+    "The plan in one line: data, model, steps and why"
+    h, w = dls.img_size
+    ep = f"{plural(plan.epochs, 'epoch')} of {plan.epoch_steps:,}" + (", one pass each" if plan.full_epochs else "")
+    return (f"plan: {plan.n_train + len(dls.valid_ds):,} images ({plan.n_train:,} to train on, {dls.c} classes) at {h}x{w}x{dls.n_channels}; "
+            f"UNet '{cfg.preset}' with {n_params(model) / 1e6:.2f} M parameters, {plan.flops / 1e6:.0f} MFLOP per image; "
+            f"{plan.steps:,} steps of batch {plan.bs} ({ep}; {plan.images / plan.n_train:.1f} passes over the data), from {plan.why}")
 
 # %% ../nbs/08_unconditional.ipynb #fb4ebbc6
 def check_fit_context(fit_context):
@@ -369,17 +511,15 @@ class EpochLog:
         cells = [str(row[0] + 1)] + [f'{v:.4f}' if isinstance(v, float) else str(v) for v in list(row)[1:]]
         print('  '.join(f'{c:>10}' for c in cells), flush=True)
 
-def wants_bars() -> bool:
-    "Progress bars where a person watches (a terminal or a Jupyter notebook); one line per epoch in a log file or a pipe"
-    from fastprogress.fastprogress import IN_NOTEBOOK
-    return IN_NOTEBOOK or sys.stdout.isatty()
-
-def _fit(learn: Learner, cfg: TrainConfig, run_dir: Path, config: dict, start_epoch: int = 0, quiet: bool | None = None, fit_context=None):
+def _fit(learn: Learner, cfg: TrainConfig, run_dir: Path, config: dict, plan: TrainPlan, start_epoch: int = 0, quiet: bool | None = None,
+         fit_context=None):
     if quiet if quiet is not None else not wants_bars():
         learn.remove_cbs([c for c in learn.cbs if isinstance(c, ProgressCallback)]); learn.logger = EpochLog(learn)
+        for c in learn.cbs:
+            if isinstance(c, PlanProgress): c.log = True        # a line every minute instead of the bar
     mode = start_wandb(learn, cfg.wandb, run_dir, config) if is_main_process() else 'disabled'   # one W&B run per training run
     try:
-        with (fit_context or (lambda l: nullcontext(l)))(learn): learn.fit_one_cycle(cfg.epochs, cfg.lr, start_epoch=start_epoch)
+        with (fit_context or (lambda l: nullcontext(l)))(learn): learn.fit_one_cycle(plan.epochs, cfg.lr, start_epoch=start_epoch)
     finally:
         if mode != 'disabled':
             import wandb; wandb.finish()
@@ -400,13 +540,16 @@ def train(cfg: TrainConfig | None = None, out: str | Path = 'runs/default', cbs:
 
 def _train(cfg: TrainConfig, out: Path, cbs, device, sample_cb, quiet, fit_context) -> Learner:
     # a folder is stored as an absolute path, so that the run resumes and is evaluated from any working directory
-    cfg = replace(cfg, dataset=resolve_dataset(cfg.dataset, cfg.root), root=str(Path(cfg.root).resolve()))
+    cfg = fit_size(replace(cfg, dataset=resolve_dataset(cfg.dataset, cfg.root), root=str(Path(cfg.root).resolve())))
     torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
     dls, model, sched = build_run(cfg, device)
-    config = run_config(cfg, dls, model, sched)
-    if is_main_process(): write_json_atomic(out/'config.json', config)
+    cfg = replace(cfg, preset=cfg.preset or preset_for(dls.img_size))    # the preset the size chose, stored with the run
+    plan = plan_training(cfg, len(dls.train_ds), forward_flops(model, (dls.n_channels, *dls.img_size)))
+    apply_plan(dls, plan)
+    config = run_config(cfg, dls, model, sched, plan)
+    if is_main_process(): write_json_atomic(out/'config.json', config); print(describe_plan(plan, cfg, dls, model), flush=True)
     learn = ddpm_learner(model, dls, sched, cfg, out, cbs, sample_cb)
-    return _fit(learn, cfg, out, config, quiet=quiet, fit_context=fit_context)
+    return _fit(learn, cfg, out, config, plan, quiet=quiet, fit_context=fit_context)
 
 def saved_config(out: str | Path) -> TrainConfig:
     "The `TrainConfig` a run folder was started with"
@@ -424,15 +567,24 @@ def resume(out: str | Path, epochs: int | None = None, cbs: list | None = None, 
     with (RunLock(out) if is_main_process() else nullcontext()):
         if is_main_process(): clean_partial_checkpoints(out)
         config = read_config(out)
-        cfg = replace(saved_config(out), **{**overrides, **({'epochs': epochs} if epochs else {})})
+        cfg = replace(saved_config(out), **overrides)
         if not complete_checkpoints(out):
             print(f"{out} stopped before its first checkpoint: starting it again in place")
-            return _train(cfg, out, cbs, device, sample_cb, quiet, fit_context)
+            return _train(replace(cfg, epochs=epochs, steps=None) if epochs else cfg, out, cbs, device, sample_cb, quiet, fit_context)
         state = ResumeState.load(latest_checkpoint(out))
         dls, model, sched = build_run(cfg, device)
         check_same_architecture(config['model'], model, str(state.ckpt))
+        plan = saved_plan(config, cfg, dls, model)
+        if epochs: plan = plan.with_epochs(epochs)
+        apply_plan(dls, plan)
         learn = ddpm_learner(model, dls, sched, cfg, out, cbs, sample_cb, state)
-        if state.epoch >= cfg.epochs:
-            print(f"{out} has already trained {state.epoch} of {cfg.epochs} epochs; pass a larger number of epochs to train further")
+        if state.epoch >= plan.epochs:
+            print(f"{out} has already trained {state.epoch} of {plan.epochs} epochs; pass a larger number of epochs to train further")
             return learn
-        return _fit(learn, cfg, out, config, start_epoch=state.epoch, quiet=quiet, fit_context=fit_context)
+        if is_main_process(): print(f"resuming at epoch {state.epoch + 1} of {plan.epochs}: " + describe_plan(plan, cfg, dls, model), flush=True)
+        return _fit(learn, cfg, out, config, plan, start_epoch=state.epoch, quiet=quiet, fit_context=fit_context)
+
+def saved_plan(config: dict, cfg: TrainConfig, dls, model) -> TrainPlan:
+    "The plan a run was started with (a run from before plans: whole epochs, as it was trained)"
+    if 'plan' in config: return TrainPlan(**config['plan'])
+    return plan_training(replace(cfg, epochs=cfg.epochs or 25, steps=None), len(dls.train_ds), forward_flops(model, (dls.n_channels, *dls.img_size)))

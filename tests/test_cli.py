@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 import ddpm_course.cli as cli
 from ddpm_course.cli import main, make_parser, flag_names, field_docs, train_config
-from ddpm_course.data import to_unit, to_uint8
+from ddpm_course.data import to_unit, to_uint8, LABEL_PX
 from ddpm_course.runs import load_run
 from ddpm_course.sampling import sample
 from ddpm_course.training import TrainConfig
@@ -105,7 +105,7 @@ def test_bad_input_exits_with_a_message(tmp_path, monkeypatch):
 def test_grid_writes_a_png(tmp_path, monkeypatch):
     code, _ = _shell(monkeypatch, 'grid', '--dataset', 'shapes', '--size', '16', '--per-class', '3', '--out', tmp_path/'s.png')
     assert code == 0
-    assert Image.open(tmp_path/'s.png').size == (2 + 3 * 66, 2 + 4 * 66)     # 16 px shapes enlarged 4x
+    assert Image.open(tmp_path/'s.png').size == (2 + 3 * 66, 2 + 4 * (66 + LABEL_PX))     # 16 px shapes enlarged 4x, each labelled
 
 
 @pytest.fixture(scope='module')
@@ -178,7 +178,7 @@ def test_sample_equals_the_python_api(run, tmp_path):
     ref = to_uint8(to_unit(sample(d, n=4, labels=3, seed=7)))
     assert torch.equal(x, ref) and torch.equal(torch.from_numpy(z['images']).permute(0, 3, 1, 2), ref)
     assert z['labels'].tolist() == [3] * 4
-    assert Image.open(tmp_path/'g.png').size == (2 + 2 * 66, 2 + 2 * 66)
+    assert Image.open(tmp_path/'g.png').size == (2 + 2 * 66, 2 + 2 * (66 + LABEL_PX))   # each sample labelled with its class
 
 
 def test_sample_goes_through_runs_sampling_diffusion_only(run, tmp_path):
@@ -207,6 +207,52 @@ def test_a_log_gets_one_line_per_epoch_and_sample_every_0_writes_no_grids(tmp_pa
 
 
 def test_preset_help_gives_sizes():
-    h = _sub('train').format_help()
+    h = ' '.join(_sub('train').format_help().split())      # (the help wraps to the terminal's width)
     for name in ('tiny', 'mini', 'small', 'seed'): assert f"{name}:" in h
     assert '3.9 M' in h and '15.7 M' in h
+
+
+def _letter_folder(root, n=60, size=28):
+    "n grayscale images of `size` px in 3 classes: a bright bar in a different place per class"
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        c = i % 3; (root/f'c{c}').mkdir(parents=True, exist_ok=True)
+        a = rng.integers(0, 40, (size, size)).astype(np.uint8); a[:, 4 + 8 * c:8 + 8 * c] = 230
+        Image.fromarray(a).save(root/f'c{c}'/f'{i}.png')
+    return root
+
+
+def test_no_flags_plans_from_the_data(tmp_path, monkeypatch, capsys):
+    "A 28 px folder with no other flag: rounded to 32 with a line, the 32 px preset, a plan printed and stored, 25 whole passes"
+    data = _letter_folder(tmp_path/'letters')
+    monkeypatch.setattr('ddpm_course.data.LOUD_FILES', 10)         # as for a large folder: say what is decoded, and where it is cached
+    main(['train', '--dataset', str(data), '--out', str(tmp_path/'run'), '--wandb', 'off', '--sample-every', '0', '--T', '50', '--quiet'])
+    out = capsys.readouterr().out
+    assert 'size 28' not in out                                       # no --size given: 32 is the folder default
+    assert 'decoding 60 images' in out and 'cached in' in out, out
+    plan = load_run(tmp_path/'run')[1]
+    assert plan['train']['preset'] == 'mini' and plan['data']['img_size'] == [32, 32]
+    assert plan['plan']['epochs'] == 25 and plan['plan']['epoch_steps'] == 1 and '25 passes' in plan['plan']['why']
+    assert "plan: 60 images (54 to train on, 3 classes) at 32x32x1; UNet 'mini'" in out and '25 steps of batch 32' in out, out
+    assert 'measured' in out and 'about' in out                      # the estimate after the first timed steps
+    main(['train', '--dataset', str(data), '--size', '28', '--steps', '30', '--out', str(tmp_path/'run2'), '--wandb', 'off',
+          '--sample-every', '0', '--T', '50', '--quiet', '--preset', 'tiny'])
+    out = capsys.readouterr().out
+    assert 'decoding' not in out                                      # the second run reads the cache
+    assert 'size 28: the UNet halves the resolution three times' in out and 'training at 32x32' in out
+    cfg = load_run(tmp_path/'run2')[1]
+    assert cfg['train']['size'] == 32 and cfg['plan']['epochs'] * cfg['plan']['epoch_steps'] == 30
+    assert cfg['plan']['epoch_steps'] != 1                            # epochs longer than one pass over 54 images
+
+
+def test_resume_keeps_the_plan(tmp_path, monkeypatch, capsys):
+    "A run planned in steps, resumed to more epochs: the epochs keep their length"
+    data = _letter_folder(tmp_path/'letters')
+    base = ['--dataset', str(data), '--out', str(tmp_path/'run'), '--wandb', 'off', '--sample-every', '0', '--T', '50', '--quiet', '--preset', 'tiny']
+    main(['train', *base, '--steps', '12'])
+    p1 = load_run(tmp_path/'run')[1]['plan']
+    main(['train', *base[:-2], '--resume', '--epochs', str(p1['epochs'] + 1)])
+    out = capsys.readouterr().out
+    assert f"resuming at epoch {p1['epochs'] + 1} of {p1['epochs'] + 1}" in out and f"of {p1['epoch_steps']}" in out, out
+    last = sorted((tmp_path/'run'/'checkpoints').glob('epoch_*'))[-1]
+    assert last.name == f"epoch_{p1['epochs'] + 1:04d}" and load_run(tmp_path/'run')[1]['plan'] == p1   # one more epoch, the plan kept
