@@ -88,7 +88,7 @@ def main():
             save_grid(per_class_grid(x, y, len(classes), min(per, 10)), out/f'{name}.png', nrow=min(per, 10), value_range=(0, 1),
                       titles=[classes[c] for c in range(len(classes)) for _ in range(min(per, 10))])
             train_s = float(history[k - 1]['time'])                      # fastai's elapsed time at the end of epoch k
-            rows.append(dict(run=Path(run).name, epoch=k, epochs=plan.get('epochs'), steps=k * plan.get('epoch_steps', 0), planned_steps=plan.get('steps'),
+            rows.append(dict(run=Path(run).name, epoch=k, epochs=plan.get('epochs'), steps=k * plan.get('epoch_steps', 0),
                              train_s=train_s, fid=r['fid'], kid=r['kid'], accuracy=r['accuracy'], sample_s=time.time() - t0, grid=f'{name}.png'))
             print(f"{name}: {train_s / 60:.1f} min of training, FID {r['fid']:.2f}, KID {r['kid']:.4f}, judged right {r['accuracy']:.1%} "
                   f"({time.time() - t0:.0f} s to sample and score)", flush=True)
@@ -107,7 +107,7 @@ def render(res, out):
     md = [f"{res['dataset']}: `{res['preset']}`; {s['n']} samples per point, DDIM {s['steps']} steps, guidance {s['guidance']:g}; judge: "
           f"{j['accuracy']:.1%} of {j['held_out']:,} held-out real images ({j['images']:,} training images, {j['epochs']} epochs); {res['machine']}", "",
           "| run, checkpoint | training time | steps (of the plan) | FID | KID | judged the asked class |", "|---|---|---|---|---|---|"]
-    md += [f"| {r.get('run', '')} epoch {r['epoch']} of {r.get('epochs', '?')} | {r['train_s'] / 60:.1f} min | {r['steps']:,} of {r.get('planned_steps') or 0:,} | "
+    md += [f"| {r.get('run', '')} epoch {r['epoch']} of {r.get('epochs', '?')} | {r['train_s'] / 60:.1f} min | {r['steps']:,} of {r['steps'] // r['epoch'] * r['epochs']:,} | "
            f"{r['fid']:.2f} | {r['kid']:.4f} | {r['accuracy']:.1%} |" for r in res['rows']]
     md += [f"| real training images ({f['n']}) | | | {f['fid']:.2f} | {f['kid']:.4f} | {j['accuracy']:.1%} (held-out real images) |"]
     (out/'results.md').write_text('\n'.join(md) + '\n'); print('\n'.join(md))

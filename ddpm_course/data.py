@@ -30,7 +30,7 @@ __all__ = ['TORCH_THREADS', 'SHAPES', 'IMG_EXTS', 'GRAY_MODES', 'CACHE_DIR', 'LO
            'nearest_size', 'load_digits_images', 'to_uint8', 'draw_shape', 'make_shapes', 'folder_files', 'folder_key',
            'cache_dir', 'load_folder', 'load_torchvision', 'resolve_dataset', 'load_images', 'balanced_subset', 'split',
            'EpochDL', 'get_dls', 'show_images', 'grid_cols', 'label_strip', 'image_grid', 'save_grid', 'class_rows',
-           'per_class_grid', 'SmallClassifier', 'wants_bars', 'train_classifier', 'classify']
+           'per_class_grid', 'SmallClassifier', 'wants_bars', 'EpochLog', 'train_classifier', 'classify']
 
 # %% ../nbs/01_data.ipynb #7042fab6
 class ImageDataset(torch.utils.data.Dataset):
@@ -448,14 +448,23 @@ def wants_bars() -> bool:
     from fastprogress.fastprogress import IN_NOTEBOOK
     return IN_NOTEBOOK or sys.stdout.isatty()
 
+class EpochLog:
+    "fastai's epoch table as one aligned line per epoch, with its header, the epochs counted from 1 as the progress bar counts them"
+    def __init__(self, learn: Learner): self.learn, self.header = learn, False
+    def __call__(self, row):
+        names = list(self.learn.recorder.metric_names)
+        if not self.header: print('  '.join(f'{n:>10}' for n in names), flush=True); self.header = True
+        if list(row) == names: return
+        cells = [str(row[0] + 1)] + [f'{v:.4f}' if isinstance(v, float) else str(v) for v in list(row)[1:]]
+        print('  '.join(f'{c:>10}' for c in cells), flush=True)
+
 def train_classifier(dls, epochs: int = 8, lr: float = 1e-2, width: int = 32,
                      verbose: bool = False) -> nn.Module:   # show its progress: bars where a person watches, else a line per epoch
     "Train a `SmallClassifier` on `dls` (images in [-1, 1], labels) with fastai's one-cycle; returns the model in eval mode"
     model = SmallClassifier(dls.n_channels, dls.c, width)
     learn = Learner(dls, model, loss_func=nn.CrossEntropyLoss(), opt_func=Adam, metrics=accuracy)
     quiet = not verbose or not wants_bars()
-    if verbose and quiet:                                   # a log file: fastai's epoch table, one printed line per epoch
-        learn.logger = lambda row: print('  '.join(f'{v:.4f}' if isinstance(v, float) else str(v) for v in row), flush=True)
+    if verbose and quiet: learn.logger = EpochLog(learn)    # a log file: fastai's epoch table, a line per epoch
     with (learn.no_bar() if quiet else nullcontext()), (nullcontext() if verbose else learn.no_logging()):
         learn.fit_one_cycle(epochs, lr)
         model.valid_accuracy = float(learn.validate()[1])

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from .data import get_dls, save_grid, to_unit, resolve_device, resolve_dataset, nearest_size, wants_bars   # (first: chapter 01 imports fastai quietly)
+from .data import get_dls, save_grid, to_unit, resolve_device, resolve_dataset, nearest_size, wants_bars, EpochLog   # (first: chapter 01 imports fastai quietly)
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
@@ -38,8 +38,8 @@ __all__ = ['PLAN_WARMUP', 'PLAN_TIMED', 'TRAIN_CHOICES', 'PRESET_BY_SIZE', 'PLAN
            'DivergenceCallback', 'plural', 'fmt_time', 'PlanProgress', 'AutocastCallback', 'SampleCallback',
            'TrainConfig', 'preset_for', 'forward_flops', 'TrainPlan', 'full_epoch_steps', 'plan_training',
            'CUDAGraphStepCallback', 'ddpm_learner', 'launch_info', 'is_main_process', 'check_launch', 'build_run',
-           'run_config', 'apply_plan', 'fit_size', 'describe_plan', 'check_fit_context', 'EpochLog', 'train',
-           'saved_config', 'resume', 'saved_plan']
+           'run_config', 'apply_plan', 'fit_size', 'describe_plan', 'check_fit_context', 'train', 'saved_config',
+           'resume', 'saved_plan']
 
 # %% ../nbs/08_unconditional.ipynb #22940d50
 def min_snr_weights(t: Tensor, sched: NoiseSchedule, pred_type: str, gamma: float | None = None) -> Tensor:
@@ -342,7 +342,7 @@ TRAIN_CHOICES = {'preset': (None, *PRESETS), 'schedule': tuple(SCHEDULES), 'pred
 
 # %% ../nbs/08_unconditional.ipynb #pln00002
 PRESET_BY_SIZE = ((16, 'small'), (32, 'mini'), (math.inf, 'tiny'))   # (largest side, preset): about the same FLOPs per image
-PLAN_FLOPS = 180_000 * 186e6   # forward FLOPs of the images a planned run sees: 180,000 images of the 32 px `mini`, ~19 min on 2 CPU cores
+PLAN_FLOPS = 180_000 * 186e6   # forward FLOPs of the images a planned run sees: 180,000 images of the 32 px `mini`, ~20 min on 2 CPU cores
 PLAN_MAX_EPOCHS = 25           # at most this many passes over a small dataset (the digits: 25 epochs of 50 steps)
 
 def preset_for(size: tuple[int, int]) -> str:
@@ -500,16 +500,6 @@ def check_fit_context(fit_context):
     if launch_info()['world_size'] > 1 and fit_context is None:
         raise RuntimeError("this process is one of several (WORLD_SIZE > 1) but no fit_context was given: pass "
                            "fit_context=ddpm_course.distributed.distributed (the command line does), or run one process")
-
-class EpochLog:
-    "fastai's epoch table as one aligned line per epoch, with its header, the epochs counted from 1 as the progress bar counts them"
-    def __init__(self, learn: Learner): self.learn, self.header = learn, False
-    def __call__(self, row):
-        names = list(self.learn.recorder.metric_names)
-        if not self.header: print('  '.join(f'{n:>10}' for n in names), flush=True); self.header = True
-        if list(row) == names: return
-        cells = [str(row[0] + 1)] + [f'{v:.4f}' if isinstance(v, float) else str(v) for v in list(row)[1:]]
-        print('  '.join(f'{c:>10}' for c in cells), flush=True)
 
 def _fit(learn: Learner, cfg: TrainConfig, run_dir: Path, config: dict, plan: TrainPlan, start_epoch: int = 0, quiet: bool | None = None,
          fit_context=None):
