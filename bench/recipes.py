@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
-from ddpm_course.data import ImageDataset, train_classifier, balanced_subset, per_class_grid, save_grid, set_threads, classify, nearest_size
+from ddpm_course.data import ImageDataset, train_classifier, balanced_subset, per_class_grid, save_grid, set_threads, classify, class_rows
 from ddpm_course.diffusion import Diffusion, load_safetensors, DEFAULT_GUIDANCE
 from ddpm_course.runs import read_config
 from ddpm_course.evaluation import features_of, fid_from_features, kid, sample_set, score_samples
@@ -86,7 +86,7 @@ def main():
             per = a.n // len(classes)
             name = f"{Path(run).name}_epoch_{k}"
             save_grid(per_class_grid(x, y, len(classes), min(per, 10)), out/f'{name}.png', nrow=min(per, 10), value_range=(0, 1),
-                      titles=[classes[c] for c in range(len(classes)) for _ in range(min(per, 10))])
+                      titles=[classes[c] for c in class_rows(len(classes), min(per, 10))])
             train_s = float(history[k - 1]['time'])                      # fastai's elapsed time at the end of epoch k
             rows.append(dict(run=Path(run).name, epoch=k, epochs=plan.get('epochs'), steps=k * plan.get('epoch_steps', 0),
                              train_s=train_s, fid=r['fid'], kid=r['kid'], accuracy=r['accuracy'], sample_s=time.time() - t0, grid=f'{name}.png'))

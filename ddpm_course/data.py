@@ -207,9 +207,9 @@ def _read_cache(f: Path):
 
 def _write_cache(f: Path, arr: np.ndarray, labels: np.ndarray, classes: list[str]) -> bool:
     "Write the cache atomically, replacing the older caches of the same size; False where it cannot be written"
+    tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
     try:
         f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
         with open(tmp, 'wb') as fh: np.savez(fh, images=arr, labels=labels, classes=np.array(classes, dtype=str))
         os.replace(tmp, f)
         for old in f.parent.glob(f.name.rsplit('_', 1)[0] + '_*.npz'):
@@ -217,7 +217,7 @@ def _write_cache(f: Path, arr: np.ndarray, labels: np.ndarray, classes: list[str
         return True
     except OSError:
         try: tmp.unlink(missing_ok=True)
-        except (OSError, UnboundLocalError): pass
+        except OSError: pass
         return False                             # (a full disk, a read-only home: the images are still decoded)
 
 def load_folder(path: str | Path, size: int | tuple[int, int] = 32, channels: int | None = None,
@@ -463,9 +463,9 @@ def train_classifier(dls, epochs: int = 8, lr: float = 1e-2, width: int = 32,
     "Train a `SmallClassifier` on `dls` (images in [-1, 1], labels) with fastai's one-cycle; returns the model in eval mode"
     model = SmallClassifier(dls.n_channels, dls.c, width)
     learn = Learner(dls, model, loss_func=nn.CrossEntropyLoss(), opt_func=Adam, metrics=accuracy)
-    quiet = not verbose or not wants_bars()
-    if verbose and quiet: learn.logger = EpochLog(learn)    # a log file: fastai's epoch table, a line per epoch
-    with (learn.no_bar() if quiet else nullcontext()), (nullcontext() if verbose else learn.no_logging()):
+    bars = verbose and wants_bars()
+    if verbose and not bars: learn.logger = EpochLog(learn)   # a log file: fastai's epoch table, a line per epoch
+    with (nullcontext() if bars else learn.no_bar()), (nullcontext() if verbose else learn.no_logging()):
         learn.fit_one_cycle(epochs, lr)
         model.valid_accuracy = float(learn.validate()[1])
     return model.eval()

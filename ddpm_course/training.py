@@ -38,8 +38,8 @@ __all__ = ['PLAN_WARMUP', 'PLAN_TIMED', 'TRAIN_CHOICES', 'PRESET_BY_SIZE', 'PLAN
            'DivergenceCallback', 'plural', 'fmt_time', 'PlanProgress', 'AutocastCallback', 'SampleCallback',
            'TrainConfig', 'preset_for', 'forward_flops', 'TrainPlan', 'full_epoch_steps', 'plan_training',
            'CUDAGraphStepCallback', 'ddpm_learner', 'launch_info', 'is_main_process', 'check_launch', 'build_run',
-           'run_config', 'apply_plan', 'fit_size', 'describe_plan', 'check_fit_context', 'train', 'saved_config',
-           'resume', 'saved_plan']
+           'run_preset', 'plan_run', 'run_config', 'apply_plan', 'fit_size', 'describe_plan', 'check_fit_context',
+           'train', 'saved_config', 'resume', 'saved_plan']
 
 # %% ../nbs/08_unconditional.ipynb #22940d50
 def min_snr_weights(t: Tensor, sched: NoiseSchedule, pred_type: str, gamma: float | None = None) -> Tensor:
@@ -190,13 +190,13 @@ class PlanProgress(Callback):
     def __init__(self, warmup: int = PLAN_WARMUP, timed: int = PLAN_TIMED, log: bool = False, every_s: float = 60., verbose: bool = True):
         self.warmup, self.timed, self.log, self.every_s, self.verbose = warmup, timed, log, every_s, verbose
     def before_fit(self):
-        self.epochs_left, self.steps_per_epoch = self.n_epoch - start_epoch(self.learn), len(self.dls.train)   # (a resume skips epochs)
-        self.total, self.done, self.t_steps, self.n_timed = self.epochs_left * self.steps_per_epoch, 0, 0., 0
-        self.t_ends, self.n_ends, self.t_fit = 0., 0, time.time()
+        self.epochs_left = self.n_epoch - start_epoch(self.learn)                 # (a resume skips epochs)
+        self.total, self.done, self.t_steps, self.n_timed = self.epochs_left * len(self.dls.train), 0, 0., 0
+        self.t_ends, self.n_ends, self.t_end0, self.t_fit = 0., 0, None, time.time()   # t_end0: when the epoch end under way began
         self.t_last_log = self.t_fit; self.estimate = None
     def before_train(self):
         self.t_prev = time.time()
-        if getattr(self, 't_end0', None) is not None: self.t_ends += self.t_prev - self.t_end0; self.n_ends += 1; self.t_end0 = None
+        if self.t_end0 is not None: self.t_ends += self.t_prev - self.t_end0; self.n_ends += 1; self.t_end0 = None
     def after_batch(self):
         if not self.training: return
         now = time.time(); self.done += 1
@@ -204,10 +204,9 @@ class PlanProgress(Callback):
         self.t_prev = now
         if self.n_timed == self.timed:
             self.estimate = now - self.t_fit + self.left()             # the whole fit, as the first timed steps foretell it
-        if self.n_timed == self.timed and self.verbose:
-            print(f"measured {self.step_s():.3f} s a step (steps {self.warmup + 1} to {self.warmup + self.timed}): about "
-                  f"{fmt_time(self.estimate)} for {plural(self.total, 'step')} and {plural(self.epochs_left, 'validation')}, "
-                  f"done at about {time.strftime('%H:%M', time.localtime(self.t_fit + self.estimate))}", flush=True)
+            if self.verbose: print(f"measured {self.step_s():.3f} s a step (steps {self.warmup + 1} to {self.warmup + self.timed}): about "
+                                   f"{fmt_time(self.estimate)} for {plural(self.total, 'step')} and {plural(self.epochs_left, 'validation')}, "
+                                   f"done at about {time.strftime('%H:%M', time.localtime(self.t_fit + self.estimate))}", flush=True)
         if self.log and self.train_iter % LOG_EVERY == 0 and now - self.t_last_log >= self.every_s:
             self.t_last_log = now
             print(f"step {self.done:,} of {self.total:,} ({self.share():.0%})  loss {float(self.smooth_loss):.4f}  "
@@ -221,7 +220,7 @@ class PlanProgress(Callback):
     def share(self) -> float: return self.done / max(1, self.total)
     def left(self) -> float:
         "Seconds left: the steps left at the measured time per step, and the epoch ends left"
-        ends_left = self.epochs_left - self.n_ends - (1 if getattr(self, 't_end0', None) is not None else 0)
+        ends_left = self.epochs_left - self.n_ends - (self.t_end0 is not None)
         return (self.total - self.done) * self.step_s() + max(0, ends_left) * self.end_s()
     def comment(self) -> str:
         "What the progress bar shows next to the loss"
@@ -466,8 +465,16 @@ def build_run(cfg: TrainConfig, device=None):
     "(dls, model, schedule) of a config"
     bs = check_launch(cfg.bs, device)       # cfg.bs is the global batch; each of N processes (chapter 11) takes bs / N
     dls = get_dls(cfg.dataset, cfg.size, bs, cfg.channels, cfg.n, cfg.valid_pct, cfg.seed, cfg.root, device=device)
-    model = make_unet(cfg.preset or preset_for(dls.img_size), c_in=dls.n_channels, img_size=dls.img_size, num_classes=dls.c if cfg.conditional else None)
+    model = make_unet(run_preset(cfg, dls), c_in=dls.n_channels, img_size=dls.img_size, num_classes=dls.c if cfg.conditional else None)
     return dls, model, make_schedule(cfg.schedule, cfg.T, zero_terminal_snr=cfg.zero_terminal_snr)
+
+def run_preset(cfg: TrainConfig, dls) -> str:
+    "The run's preset: the one it was given, else the one its image size chooses"
+    return cfg.preset or preset_for(dls.img_size)
+
+def plan_run(cfg: TrainConfig, dls, model) -> TrainPlan:
+    "`plan_training` for the run's data and model"
+    return plan_training(cfg, len(dls.train_ds), forward_flops(model, (dls.n_channels, *dls.img_size)))
 
 def run_config(cfg: TrainConfig, dls, model, sched, plan: TrainPlan | None = None) -> dict:
     "What config.json holds: the model as chapter 05's `Diffusion.config`, the data, the training settings and the plan"
@@ -505,8 +512,7 @@ def _fit(learn: Learner, cfg: TrainConfig, run_dir: Path, config: dict, plan: Tr
          fit_context=None):
     if quiet if quiet is not None else not wants_bars():
         learn.remove_cbs([c for c in learn.cbs if isinstance(c, ProgressCallback)]); learn.logger = EpochLog(learn)
-        for c in learn.cbs:
-            if isinstance(c, PlanProgress): c.log = True        # a line every minute instead of the bar
+        if (progress := find_cb(learn, PlanProgress)) is not None: progress.log = True   # a line every minute instead of the bar
     mode = start_wandb(learn, cfg.wandb, run_dir, config) if is_main_process() else 'disabled'   # one W&B run per training run
     try:
         with (fit_context or (lambda l: nullcontext(l)))(learn): learn.fit_one_cycle(plan.epochs, cfg.lr, start_epoch=start_epoch)
@@ -533,8 +539,8 @@ def _train(cfg: TrainConfig, out: Path, cbs, device, sample_cb, quiet, fit_conte
     cfg = fit_size(replace(cfg, dataset=resolve_dataset(cfg.dataset, cfg.root), root=str(Path(cfg.root).resolve())))
     torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
     dls, model, sched = build_run(cfg, device)
-    cfg = replace(cfg, preset=cfg.preset or preset_for(dls.img_size))    # the preset the size chose, stored with the run
-    plan = plan_training(cfg, len(dls.train_ds), forward_flops(model, (dls.n_channels, *dls.img_size)))
+    cfg = replace(cfg, preset=run_preset(cfg, dls))                       # the preset the size chose, stored with the run
+    plan = plan_run(cfg, dls, model)
     apply_plan(dls, plan)
     config = run_config(cfg, dls, model, sched, plan)
     if is_main_process(): write_json_atomic(out/'config.json', config); print(describe_plan(plan, cfg, dls, model), flush=True)
@@ -577,4 +583,4 @@ def resume(out: str | Path, epochs: int | None = None, cbs: list | None = None, 
 def saved_plan(config: dict, cfg: TrainConfig, dls, model) -> TrainPlan:
     "The plan a run was started with (a run from before plans: whole epochs, as it was trained)"
     if 'plan' in config: return TrainPlan(**config['plan'])
-    return plan_training(replace(cfg, epochs=cfg.epochs or 25, steps=None), len(dls.train_ds), forward_flops(model, (dls.n_channels, *dls.img_size)))
+    return plan_run(replace(cfg, epochs=cfg.epochs or 25, steps=None), dls, model)   # (25: TrainConfig's epochs before plans)
