@@ -36,9 +36,9 @@ nbtest: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-# the package from the notebooks, the notebooks without their metadata noise, and the saved --help texts (chapter 12)
+# the package from the notebooks, the notebooks without their metadata noise, and the saved --help texts (chapter 14)
 export: $(STAMP)
-	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/python -c 'from ddpm_course.cli import write_help_cache; write_help_cache()'
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/python -c 'from ddpm_course.launcher import write_help_cache; write_help_cache()'
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py

@@ -36,7 +36,7 @@ setuptools.setup(
     keywords=cfg['keywords'],
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data=True,
-    package_data={cfg['lib_name']: ['cli_help.json']},   # the saved --help texts (chapter 12)
+    package_data={cfg['lib_name']: ['cli_help.json']},   # the saved --help texts (chapter 14)
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     python_requires='>=' + min_python,

@@ -154,11 +154,11 @@ def _open(p: Path) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read image {p}: {e}. Delete or replace the file.") from None
 
-def _fit(img: Image.Image, h: int, w: int) -> Image.Image:
-    "Resize so the image covers (h, w), then center-crop to it"
+def _fit(img: Image.Image, h: int, w: int, resample=Image.BICUBIC) -> Image.Image:
+    "Resize so the image covers (h, w), then center-crop to it (a mask is resized with resample=Image.NEAREST, to stay black and white)"
     s = max(h / img.height, w / img.width)
     nh, nw = max(h, round(img.height * s)), max(w, round(img.width * s))
-    img = img.resize((nw, nh), Image.BICUBIC)
+    img = img.resize((nw, nh), resample)
     top, left = (nh - h) // 2, (nw - w) // 2
     return img.crop((left, top, left + w, top + h))
 

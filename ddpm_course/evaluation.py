@@ -184,12 +184,12 @@ def evaluate(diffusion: Diffusion, clf: nn.Module, f_ref: np.ndarray,
 # %% ../nbs/10_evaluation.ipynb #6d584334
 def format_rows(rows: list[dict], floor: dict | None = None, header: bool = True) -> str:
     "A text table of `evaluate`'s rows, with the real-data floor as the last line"
-    head = f"{'sampler':>7} {'steps':>5} {'guidance':>8} {'n':>5} | {'FID':>8} {'KID':>17} {'accuracy':>8} | {'seconds':>7}"
+    head = f"{'sampler':>8} {'steps':>5} {'guidance':>8} {'n':>5} | {'FID':>8} {'KID':>17} {'accuracy':>8} | {'seconds':>7}"
     lines = [head, '-' * len(head)] if header else []
     for r in rows:
         acc = f"{r['accuracy']:8.1%}" if r.get('accuracy') is not None else f"{'-':>8}"
         w = f"{r['guidance']:8.1f}" if r['guidance'] is not None else f"{'-':>8}"
-        lines.append(f"{r['sampler']:>7} {r['steps']:>5} {w} {r['n']:>5} | {r['fid']:8.3f} "
+        lines.append(f"{r['sampler']:>8} {r['steps']:>5} {w} {r['n']:>5} | {r['fid']:8.3f} "
                      f"{r['kid']:8.4f} +-{r['kid_std']:7.4f} {acc} | {r['seconds']:7.1f}")
     if floor: lines.append(f"{'real vs real (floor)':>22} {floor['n_valid']:>5} | {floor['fid']:8.3f} {floor['kid']:8.4f} +-{floor['kid_std']:7.4f} {'':>8} |")
     return '\n'.join(lines)

@@ -17,8 +17,8 @@ from ddpm_course.training import TrainConfig, train, SampleCallback
 from ddpm_course.evaluation import sample_set
 
 PRED_TYPES = ('eps', 'x0', 'v')
-STEPS, SEED = 20, 0
-# The bars, from measurements of these 8-epoch tiny models with DDIM-20 (the command line's sampler, fewer steps):
+SAMPLER, STEPS, SEED = 'ddim', 20, 0          # every entry point below is asked for the same sampler explicitly
+# The bars, from measurements of these 8-epoch tiny models with DDIM-20:
 # x0 99.5% and v 99.5% judged the asked digit; eps 38% (and 48% with the full DDPM chain: at this budget an eps-model on
 # the cosine schedule is the weakest of the three, and deterministic DDIM from the noisiest step amplifies its error,
 # chapter 06). Chance is 10%.
@@ -45,7 +45,7 @@ def runs(tmp_path_factory):
     for pt in PRED_TYPES:
         run = tmp_path_factory.mktemp(pt)/'run'
         cfg = TrainConfig(preset='tiny', conditional=True, pred_type=pt, T=100, epochs=8, bs=32, lr=3e-3, wandb='off', seed=0)
-        scb = SampleCallback(run/'samples', every=100, n=10, seed=SEED, sampler='ddim', steps=STEPS)
+        scb = SampleCallback(run/'samples', every=100, n=10, seed=SEED, sampler=SAMPLER, steps=STEPS)
         train(cfg, run, sample_cb=scb, quiet=True, device='cpu')
         out[pt] = (run, scb.grids[-1][1])
     return out
@@ -57,12 +57,12 @@ def test_every_entry_point_gives_the_same_samples(runs, pt, tmp_path):
     d, cfg = load_run(run, device='cpu')
     assert d.pred_type == pt == cfg['train']['pred_type']
     y = class_rows(10, 1)
-    api = to_unit(sample(d, labels=y, steps=STEPS, seed=SEED))                    # the Python API, default guidance
+    api = to_unit(sample(d, labels=y, sampler=SAMPLER, steps=STEPS, seed=SEED))                    # the Python API, default guidance
     torch.testing.assert_close(api, grid, rtol=0, atol=1e-6)                       # == the grid written during training
-    ev, ey = sample_set(d, 10, sampler='ddim', steps=STEPS, seed=SEED)             # evaluate's sample set
+    ev, ey = sample_set(d, 10, sampler=SAMPLER, steps=STEPS, seed=SEED)             # evaluate's sample set
     torch.testing.assert_close(ev, api, rtol=0, atol=1e-6); assert torch.equal(ey, y)
     npz = tmp_path/'s.npz'
-    r = subprocess.run([sys.executable, '-m', 'ddpm_course.cli', 'sample', '--run', str(run), '--per-class', '1', '--steps', str(STEPS),
+    r = subprocess.run([sys.executable, '-m', 'ddpm_course.cli', 'sample', '--run', str(run), '--per-class', '1', '--sampler', SAMPLER, '--steps', str(STEPS),
                         '--seed', str(SEED), '--out', str(tmp_path/'s.png'), '--npz', str(npz), '--device', 'cpu'],
                        capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stderr
@@ -80,7 +80,7 @@ def real_saturated():
 def test_samples_are_the_asked_digits(runs, judge, real_saturated, pt):
     d, _ = load_run(runs[pt][0], device='cpu')
     y = class_rows(10, 20)
-    x = to_unit(sample(d, labels=y, steps=STEPS, seed=1))
+    x = to_unit(sample(d, labels=y, sampler=SAMPLER, steps=STEPS, seed=1))
     acc = (classify(judge, x) == y).float().mean().item()
     print(f"{pt}: {acc:.1%} of 200 guided samples judged the asked digit; {saturated(x):.1%} of pixels above 0.9 (real {real_saturated:.1%})")
     assert acc >= ACC_BAR[pt], f"{pt}-model: only {acc:.1%} of its samples are the asked digit"
@@ -92,8 +92,8 @@ def test_a_model_read_as_the_wrong_type_fails(runs, judge, real_saturated, pt, w
     "The same network declared as another type: the checks above catch it (this was the old bug: a v-model sampled as eps)"
     d, _ = load_run(runs[pt][0], device='cpu')
     y = class_rows(10, 20)
-    right = (classify(judge, to_unit(sample(d, labels=y, steps=STEPS, seed=1))) == y).float().mean().item()
-    x = to_unit(sample(Diffusion(d.net, d.sched, wrong), labels=y, steps=STEPS, seed=1))
+    right = (classify(judge, to_unit(sample(d, labels=y, sampler=SAMPLER, steps=STEPS, seed=1))) == y).float().mean().item()
+    x = to_unit(sample(Diffusion(d.net, d.sched, wrong), labels=y, sampler=SAMPLER, steps=STEPS, seed=1))
     acc = (classify(judge, x) == y).float().mean().item()
     print(f"a {pt}-model sampled as {wrong}: {acc:.1%} judged right (read correctly: {right:.1%}), {saturated(x):.1%} saturated")
     assert saturated(x) >= SATURATED_BAR * real_saturated and acc < right

@@ -41,7 +41,11 @@ def _sub(cmd):
                '--no-conditional', '--precision', '--compile', '--valid-pct', '--zero-terminal-snr', '--n-samples', '--channels-last', '--T',
                '--threads']),
     ('sample', ['--run', '--n', '--out', '--npz', '--steps', '--seed', '--label', '--per-class', '--guidance', '--sampler', '--eta',
-                '--precision', '--compile', '--threads']),
+                '--spacing', '--precision', '--compile', '--threads']),
+    ('inpaint', ['--run', '--image', '--mask', '--n', '--label', '--guidance', '--seed', '--out', '--npz', '--steps', '--jump', '--resample',
+                 '--raw', '--device', '--threads']),
+    ('edit', ['--run', '--image', '--strength', '--n', '--label', '--guidance', '--seed', '--out', '--npz', '--sampler', '--steps',
+              '--spacing', '--raw', '--device', '--threads']),
     ('grid', ['--dataset', '--size', '--per-class', '--out']),
     ('evaluate', ['--run', '--out', '--n-per-class', '--steps', '--sampler', '--guidance', '--guidance-scale', '--seed', '--clf-epochs']),
 ])
@@ -256,3 +260,63 @@ def test_resume_keeps_the_plan(tmp_path, monkeypatch, capsys):
     assert f"resuming at epoch {p1['epochs'] + 1} of {p1['epochs'] + 1}" in out and f"of {p1['epoch_steps']}" in out, out
     last = sorted((tmp_path/'run'/'checkpoints').glob('epoch_*'))[-1]
     assert last.name == f"epoch_{p1['epochs'] + 1:04d}" and load_run(tmp_path/'run')[1]['plan'] == p1   # one more epoch, the plan kept
+
+
+def _edit_files(tmp_path):
+    "A 16x16 digit-like PNG and three masks for it: the bottom half, a grey one, and one of another size"
+    from PIL import Image
+    import numpy as np
+    img = np.zeros((16, 16), np.uint8); img[3:13, 6:10] = 255
+    Image.fromarray(img).save(tmp_path/'in.png')
+    m = np.zeros((16, 16), np.uint8); m[8:] = 255
+    Image.fromarray(m).save(tmp_path/'mask.png'); Image.fromarray(m // 2).save(tmp_path/'grey.png')
+    Image.fromarray(m[:10]).save(tmp_path/'short.png')
+    return tmp_path/'in.png'
+
+
+@pytest.mark.parametrize('cmd, flags, msg', [
+    ('edit', ['--strength', '1.5'], 'strength must be a number in [0, 1]'),
+    ('edit', ['--strength', '-1'], 'strength must be a number in [0, 1]'),
+    ('edit', ['--strength', '0.5', '--n', '0'], '--n must be at least 1'),
+    ('edit', ['--strength', '0.5', '--steps', '0'], '--steps must be at least 1'),
+    ('edit', ['--strength', '0.5', '--guidance', '2'], '--guidance needs a label'),
+    ('edit', ['--strength', '0.5', '--out', 'x.jpg'], '--out must name a .png file'),
+    ('inpaint', ['--mask', 'mask.png', '--resample', '0'], '--resample must be at least 1'),
+    ('inpaint', ['--mask', 'mask.png', '--jump', '0'], '--jump must be at least 1'),
+    ('inpaint', ['--mask', 'mask.png', '--npz', 'x.png'], '--npz must name a .npz file'),
+])
+def test_edit_flags_are_refused_before_any_work(run, tmp_path, monkeypatch, cmd, flags, msg):
+    "Bad flags of `inpaint` and `edit` are refused before the run is loaded, in one line, writing nothing"
+    image = _edit_files(tmp_path)
+    def boom(*a, **k): raise AssertionError("loaded the run before the flags were checked")
+    monkeypatch.setattr(cli, 'load_run', boom)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.iterdir())
+    code, err = _shell(monkeypatch, cmd, '--run', run, '--image', image, *flags)
+    assert code == 1 and msg in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize('mask, msg', [('grey.png', 'is not black and white'), ('short.png', 'is 16x10 but the image is 16x16'),
+                                       ('missing.png', 'missing.png')])
+def test_bad_masks_end_in_one_message(run, tmp_path, monkeypatch, mask, msg):
+    image = _edit_files(tmp_path)
+    code, err = _shell(monkeypatch, 'inpaint', '--run', run, '--image', image, '--mask', tmp_path/mask, '--out', tmp_path/'o.png')
+    assert code == 1 and msg in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path/'o.png').exists()
+
+
+def test_inpaint_and_edit_from_the_shell(run, tmp_path):
+    "The installed command fills in the mask keeping the rest exactly, and edits; both write their grid and .npz"
+    import numpy as np
+    image = _edit_files(tmp_path)
+    r = _run('inpaint', '--run', run, '--image', image, '--mask', tmp_path/'mask.png', '--n', '2', '--steps', '5', '--resample', '2',
+                 '--out', tmp_path/'i.png', '--npz', tmp_path/'i.npz', timeout=300)
+    assert r.returncode == 0, r.stderr
+    z = np.load(tmp_path/'i.npz')['images']
+    from PIL import Image
+    src = np.asarray(Image.open(image))
+    assert z.shape == (2, 16, 16, 1) and (z[:, :8, :, 0] == src[:8]).all()       # the kept top half, exactly
+    r = _run('edit', '--run', run, '--image', image, '--strength', '0', '--out', tmp_path/'e.png', '--npz', tmp_path/'e.npz', timeout=300)
+    assert r.returncode == 0 and 'edits at strength 0' in r.stdout, r.stderr
+    assert (np.load(tmp_path/'e.npz')['images'][..., 0] == src).all()          # strength 0: the input

@@ -9,7 +9,7 @@ from fastai.callback.core import Callback
 from ddpm_course.schedules import make_schedule
 from ddpm_course.models import make_unet
 from ddpm_course.diffusion import Diffusion, graph_breaks, count_host_reads
-from ddpm_course.sampling import sample, sample_step, timesteps_for, respace_schedule
+from ddpm_course.sampling import sample, sample_step, timesteps_for, respace_schedule, dpmpp_ratios
 from ddpm_course.runs import LOG_EVERY
 from ddpm_course.training import DDPMCallback, TrainConfig, train, weighted_mse
 
@@ -37,12 +37,14 @@ def test_training_step_is_one_graph(unet, pred_type):
     assert graph_breaks(step, torch.rand(8, 1, 16, 16) * 2 - 1, torch.randint(0, 10, (8,))) == (0, [])
 
 
-@pytest.mark.parametrize('kw', [dict(sampler='ddim'), dict(sampler='ddim', eta=1.), dict(sampler='ddim', clip_x0=None), dict(sampler='ddpm')],
-                         ids=['ddim', 'ddim-eta1', 'ddim-noclip', 'ddpm'])
+@pytest.mark.parametrize('kw', [dict(sampler='ddim'), dict(sampler='ddim', eta=1.), dict(sampler='ddim', clip_x0=None), dict(sampler='ddpm'),
+                                dict(sampler='dpmpp_2m'), dict(sampler='heun')],
+                         ids=['ddim', 'ddim-eta1', 'ddim-noclip', 'ddpm', 'dpmpp_2m', 'heun'])
 @pytest.mark.parametrize('pred_type', ['eps', 'x0', 'v'])
 def test_sampler_step_with_guidance_is_one_graph(unet, kw, pred_type):
     d, ts = Diffusion(unet.eval(), SCHED, pred_type), timesteps_for(SCHED.T, 20)
     if kw['sampler'] == 'ddpm': kw = {**kw, 'sub': respace_schedule(SCHED, ts)}
+    if kw['sampler'] == 'dpmpp_2m': kw = {**kw, 'x0_last': torch.randn(4, 1, 16, 16), 'ratios': dpmpp_ratios(SCHED, ts)}
     for k in (0, 7, len(ts) - 1):                                # the noisiest step, one in between, the last
         assert graph_breaks(lambda x, y: sample_step(d, x, k, ts, y, 3., **kw), torch.randn(4, 1, 16, 16), torch.tensor([1, 2, 3, 4])) == (0, [])
 
@@ -55,7 +57,8 @@ def test_graph_check_catches_a_break():
     assert n == 1 and reasons
 
 
-@pytest.mark.parametrize('kw', [dict(), dict(eta=0.5), dict(sampler='ddpm'), dict(guidance=0.), dict(clip_x0=None)])
+@pytest.mark.parametrize('kw', [dict(), dict(sampler='ddim'), dict(sampler='ddim', eta=0.5), dict(sampler='ddpm'), dict(sampler='heun'),
+                                dict(guidance=0.), dict(clip_x0=None)])
 def test_sampling_reads_nothing_per_step(unet, kw):
     d = Diffusion(unet.eval(), SCHED, 'v')
     def reads(steps):
