@@ -15,7 +15,7 @@ from .data import GRAY_MODES, _open, _fit
 from .schedules import _randn, extract, q_sample, ddpm_step
 from .diffusion import Diffusion, autocast_for
 from .sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_SPACING, check_steps, denoise, levels_for, resolve_labels, respace_schedule, sample,
-                                  start_noise, timesteps_for, check_sampler_options)
+                                  seeded_generator, start_noise, timesteps_for, check_sampler_options)
 
 # %% auto #0
 __all__ = ['REPAINT_STEPS', 'REPAINT_JUMP', 'REPAINT_RESAMPLE', 'check_image', 'check_mask', 'repaint_moves', 'inpaint',
@@ -82,9 +82,7 @@ def inpaint(diffusion: Diffusion,
     x0 = check_image(image, diffusion); keep = 1 - check_mask(mask, x0)
     n, y, w = resolve_labels(diffusion, len(x0), labels, guidance)
     moves, T = repaint_moves(check_steps(steps, diffusion.sched.T), jump, resample), diffusion.sched.T
-    if seed is not None:
-        if generator is not None: raise ValueError("give a seed or a generator, not both")
-        generator = torch.Generator().manual_seed(int(seed))
+    generator = seeded_generator(seed, generator)
     device = diffusion.device
     if diffusion.sched.betas.device != device: diffusion.sched = diffusion.sched.to(device)
     ts = timesteps_for(T, steps)[::-1]                                  # level j is the j-th smallest visited timestep
@@ -135,9 +133,7 @@ def sdedit(diffusion: Diffusion,
     skip = sdedit_skip(strength, levels)
     resolve_labels(diffusion, len(x0), labels, guidance)                # (checked before any work)
     if skip == levels: return x0.clone()                                 # strength 0: no step runs
-    if seed is not None:
-        if generator is not None: raise ValueError("give a seed or a generator, not both")
-        generator = torch.Generator().manual_seed(int(seed))
+    generator = seeded_generator(seed, generator)
     noise = start_noise(x0.shape, generator, diffusion.device)
     # strength 1 starts from pure noise, as `sample` does; below it, from the image noised to the first timestep that runs
     x = noise if skip == 0 else q_sample(x0.to(noise.device), ts[skip], sched.to(noise.device), eps=noise)[0]

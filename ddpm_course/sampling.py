@@ -16,8 +16,8 @@ from .diffusion import Diffusion, DEFAULT_GUIDANCE, check_guidance, check_labels
 __all__ = ['SPACINGS', 'KARRAS_RHO', 'KARRAS_SIGMA_MAX', 'SAMPLERS', 'DEFAULT_SPACING', 'DEFAULT_SAMPLER', 'DEFAULT_STEPS',
            'check_steps', 'check_spacing', 'sigmas_of', 'karras_sigmas', 'karras_timesteps', 'timesteps_for',
            'respace_schedule', 'check_eta', 'ddim_step', 'half_log_snr', 'dpmpp_ratios', 'dpmpp_2m_step', 'heun_step',
-           'check_sampler', 'levels_for', 'model_calls', 'check_n', 'start_noise', 'denoise', 'sample_step',
-           'resolve_labels', 'check_sampler_options', 'sample']
+           'check_sampler', 'levels_for', 'model_calls', 'check_n', 'seeded_generator', 'start_noise', 'denoise',
+           'sample_step', 'resolve_labels', 'check_sampler_options', 'sample']
 
 # %% ../nbs/06_sampling.ipynb #656d9571
 SPACINGS = ('linspace', 'leading', 'trailing', 'karras')
@@ -181,6 +181,12 @@ def check_n(n, what: str = 'n') -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"{what} must be a whole number of at least 1, got {n!r}")
     return int(n)
 
+def seeded_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
+    "A CPU generator seeded with `seed`, or `generator` when no seed is given (both: refused)"
+    if seed is None: return generator
+    if generator is not None: raise ValueError("give a seed or a generator, not both")
+    return torch.Generator().manual_seed(int(seed))
+
 def start_noise(shape: tuple, generator: torch.Generator | None = None, device=None) -> Tensor:
     "x_T ~ N(0, I) of `shape`: drawn by `generator` on its own device (a CPU seed gives the same noise anywhere), then moved to `device`"
     return _randn(tuple(shape), generator, device)
@@ -276,9 +282,7 @@ def sample(diffusion: Diffusion,
         n = len(x_T) if n is None else n
         if tuple(x_T.shape) != (n, *diffusion.shape): raise ValueError(f"x_T has shape {tuple(x_T.shape)}; this model samples ({n}, {', '.join(map(str, diffusion.shape))})")
     n = check_n(n); bs = n if bs is None else check_n(bs, 'bs')
-    if seed is not None:
-        if generator is not None: raise ValueError("give a seed or a generator, not both")
-        generator = torch.Generator().manual_seed(int(seed))
+    generator = seeded_generator(seed, generator)
     device = diffusion.device
     ratios = dpmpp_ratios(sched, ts) if sampler == 'dpmpp_2m' else None                     # (read before the loop, on the CPU)
     if diffusion.sched.betas.device != device: diffusion.sched = diffusion.sched.to(device)   # look-ups on the sampling device, once
