@@ -222,7 +222,7 @@ class RunCallback(Callback):
         return self.epoch >= self._start and sys.exc_info()[1] is self._exc
 
 def _loader(dl):
-    "The fastai DataLoader under a per-process shard wrapper (chapter 12), or `dl`"
+    "The fastai DataLoader under a per-process shard wrapper (chapter 13), or `dl`"
     return getattr(dl, 'dl', dl)
 
 def rng_state(learn: Learner) -> dict:

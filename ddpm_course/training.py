@@ -90,7 +90,7 @@ class DDPMCallback(Callback):
     def valid_noise(self, x0: Tensor) -> tuple[Tensor, Tensor]:
         "(t, eps) of the validation images in this batch: fixed per image, by its place i in the validation set"
         dl, n = self.dl, len(self.dl.dataset)
-        start = dl.rank * dl.n_padded // dl.world_size if hasattr(dl, 'world_size') else 0     # this process's shard (chapter 12)
+        start = dl.rank * dl.n_padded // dl.world_size if hasattr(dl, 'world_size') else 0     # this process's shard (chapter 13)
         ts, eps = [], []
         for i in range(start + self._pos, start + self._pos + len(x0)):
             g = torch.Generator().manual_seed(self.valid_seed * 1_000_003 + i % n)     # one small CPU generator per image:
@@ -119,7 +119,7 @@ class DDPMCallback(Callback):
 class DivergenceError(RuntimeError): pass
 
 def batch_loss(learn: Learner) -> Tensor:
-    "This batch's loss as a 0-d tensor on its device: the mean over the processes of a launch (chapter 12)"
+    "This batch's loss as a 0-d tensor on its device: the mean over the processes of a launch (chapter 13)"
     return maybe_gather(learn.loss.detach().float().mean()).mean()
 
 class DeviceSmoothLoss(AvgSmoothLoss):
@@ -252,7 +252,7 @@ class SampleCallback(RunCallback):
     def diffusion(self) -> Diffusion:
         "The model being trained, as a `Diffusion` with the DDPM callback's schedule and pred_type"
         ddpm = find_cb(self.learn, DDPMCallback)
-        return Diffusion(unwrap(self.learn.model), ddpm.sched, ddpm.pred_type)   # not through DDP (chapter 12): only rank 0 samples
+        return Diffusion(unwrap(self.learn.model), ddpm.sched, ddpm.pred_type)   # not through DDP (chapter 13): only rank 0 samples
     def before_fit(self):
         super().before_fit()
         d = self.diffusion()
@@ -417,7 +417,7 @@ def ddpm_learner(model: nn.Module, dls, sched: NoiseSchedule, cfg: TrainConfig, 
     if prec == 'bf16': callbacks.append(AutocastCallback(dev.type))
     if prec == 'fp16': callbacks.append(MixedPrecision(amp_mode='fp16'))       # fp16 needs fastai's gradient scaler
     if cfg.compile == 'reduce-overhead': callbacks.append(CUDAGraphStepCallback())
-    if run_dir is not None and is_main_process():         # under a multi-process launch (chapter 12), rank 0 writes
+    if run_dir is not None and is_main_process():         # under a multi-process launch (chapter 13), rank 0 writes
         callbacks.append(CheckpointCallback(run_dir, history=state.history if state else None, wandb_id=state.wandb_id if state else None))
         callbacks.append(sample_cb or SampleCallback(Path(run_dir)/'samples', cfg.sample_every, cfg.n_samples, cfg.seed))
         callbacks.append(PlanProgress())
@@ -463,7 +463,7 @@ def check_launch(bs: int,              # the global batch size (--bs)
 
 def build_run(cfg: TrainConfig, device=None):
     "(dls, model, schedule) of a config"
-    bs = check_launch(cfg.bs, device)       # cfg.bs is the global batch; each of N processes (chapter 12) takes bs / N
+    bs = check_launch(cfg.bs, device)       # cfg.bs is the global batch; each of N processes (chapter 13) takes bs / N
     dls = get_dls(cfg.dataset, cfg.size, bs, cfg.channels, cfg.n, cfg.valid_pct, cfg.seed, cfg.root, device=device)
     model = make_unet(run_preset(cfg, dls), c_in=dls.n_channels, img_size=dls.img_size, num_classes=dls.c if cfg.conditional else None)
     return dls, model, make_schedule(cfg.schedule, cfg.T, zero_terminal_snr=cfg.zero_terminal_snr)

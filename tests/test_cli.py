@@ -48,6 +48,8 @@ def _sub(cmd):
               '--spacing', '--raw', '--device', '--threads']),
     ('grid', ['--dataset', '--size', '--per-class', '--out']),
     ('evaluate', ['--run', '--out', '--n-per-class', '--steps', '--sampler', '--guidance', '--guidance-scale', '--seed', '--clf-epochs']),
+    ('serve', ['--run', '--host', '--port', '--backend', '--onnx-dir', '--max-n', '--timeout', '--max-batch', '--batch-wait-ms', '--device', '--threads']),
+    ('export', ['--run', '--format', '--out', '--raw']),
 ])
 def test_help_lists_every_flag(cmd, flags):
     h = _sub(cmd).format_help()
