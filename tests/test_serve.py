@@ -4,7 +4,7 @@ Ctrl-C, and the errors a user can cause when starting it."""
 import base64, json, subprocess, sys
 import pytest
 import torch
-from conftest import EXE, Server
+from conftest import EXE, Server, run_shell
 from ddpm_course.data import to_uint8, to_unit, grid_cols
 from ddpm_course.deploy import http, load_test, read_metrics, png_image, grid_png, bind_socket
 from ddpm_course.runs import load_run, read_config
@@ -44,6 +44,7 @@ def _close(a: torch.Tensor, b: torch.Tensor):
 
 
 def test_healthz_and_model_card(server, tiny_run):
+    assert server.url.startswith('http://127.0.0.1:')                             # loopback unless told otherwise
     status, ans = _json(server.url + '/healthz'); assert (status, ans['status']) == (200, 'ok')
     status, card = _json(server.url + '/v1/model'); cfg = read_config(tiny_run)
     assert status == 200
@@ -144,34 +145,35 @@ def test_metrics_count_requests_images_and_batches(server):
     assert after['ddpm_request_seconds_bucket{endpoint="/v1/samples",le="+Inf"}'] == after['ddpm_request_seconds_count{endpoint="/v1/samples"}']
 
 
-def _mean_batch(url) -> float:
-    m = read_metrics(http('GET', url + '/metrics')[2].decode())
-    return m['ddpm_batch_images_sum'] / m['ddpm_batch_images_count']
+def _load(url) -> float:
+    "24 requests, 8 at a time, on loopback: all answered; the mean images per sampler call while they ran"
+    m0 = read_metrics(http('GET', url + '/metrics')[2].decode())
+    r = load_test(url + '/v1/samples', lambda i: {'label': i % 10, 'seed': i, 'steps': 20}, requests=24, concurrency=8, timeout=120)
+    m1 = read_metrics(http('GET', url + '/metrics')[2].decode())
+    assert r['statuses'] == {200: 24} and r['requests'] == 24 and r['p95_ms'] >= r['p50_ms'] > 0
+    return (m1['ddpm_batch_images_sum'] - m0['ddpm_batch_images_sum']) / (m1['ddpm_batch_images_count'] - m0['ddpm_batch_images_count'])
 
 
-def test_bounded_load_is_batched(tiny_run):
-    "24 requests, 8 at a time, on loopback: all answered; with micro-batching the sampler calls hold several requests, without it one each"
-    for flags, batched in ((['--max-batch', '32', '--batch-wait-ms', '20'], True), (['--max-batch', '1'], False)):
-        s = Server(tiny_run, *flags)
-        try:
-            r = load_test(s.url + '/v1/samples', lambda i: {'label': i % 10, 'seed': i, 'steps': 20}, requests=24, concurrency=8, timeout=120)
-            assert r['statuses'] == {200: 24} and r['requests'] == 24 and r['p95_ms'] >= r['p50_ms'] > 0
-            mean = _mean_batch(s.url)
-            assert mean > 1.5 if batched else mean == 1, mean
-        finally: s.stop()
+def test_bounded_load_is_batched(server, tiny_run):
+    "With micro-batching the sampler calls hold several requests under load; with --max-batch 1, one each"
+    assert _load(server.url) > 1.5
+    s = Server(tiny_run, '--max-batch', '1')
+    try: assert _load(s.url) == 1
+    finally: s.stop()
 
 
-def test_serve_errors_are_one_line(tiny_run, tmp_path):
+def test_serve_errors_are_one_line(tiny_run, tmp_path, monkeypatch, capsys):
+    "As the console script runs them (in this process): one line and exit code 1, before the model loads"
     busy = bind_socket('127.0.0.1', 0); port = busy.getsockname()[1]
-    try:
-        r = subprocess.run([EXE, 'serve', '--run', str(tiny_run), '--port', str(port)], capture_output=True, text=True, timeout=300)
+    try: code, out = run_shell(['serve', '--run', tiny_run, '--port', port], monkeypatch, capsys)
     finally: busy.close()
-    assert r.returncode == 1 and f'port {port} on 127.0.0.1 is in use' in r.stderr and 'Traceback' not in r.stderr, r.stderr
-    for flags, words in [(['--run', str(tmp_path/'nope')], 'does not exist'), (['--run', str(tiny_run), '--max-n', '0'], '--max-n must be at least 1'),
-                         (['--run', str(tiny_run), '--backend', 'onnx', '--onnx-dir', str(tmp_path)], 'export the run first'),
-                         (['--run', str(tiny_run), '--host', 'no.such.host.invalid'], 'is not an address of this machine')]:
-        r = subprocess.run([EXE, 'serve', *flags], capture_output=True, text=True, timeout=300)
-        assert r.returncode == 1 and words in r.stderr and 'Traceback' not in r.stderr, (flags, r.stderr)
+    assert code == 1 and f'port {port} on 127.0.0.1 is in use' in out and 'Traceback' not in out, out
+    for flags, words in [(['--run', tmp_path/'nope'], 'does not exist'), (['--run', tiny_run, '--max-n', '0'], '--max-n must be at least 1'),
+                         (['--run', tiny_run, '--backend', 'onnx', '--onnx-dir', tmp_path], 'export the run first'),
+                         (['--run', tiny_run, '--host', 'no.such.host.invalid'], 'is not an address of this machine'),
+                         (['--run', tiny_run, '--port', '70000'], '--port must be in 0..65535')]:
+        code, out = run_shell(['serve', *flags], monkeypatch, capsys)
+        assert code == 1 and words in out and 'Traceback' not in out and out.count('\n') == 1, (flags, out)
 
 
 BLOCK_EXTRAS = "import sys\nfor m in ('fastapi', 'uvicorn', 'prometheus_client', 'onnx', 'onnxscript', 'onnxruntime'): sys.modules[m] = None\n"
