@@ -28,8 +28,8 @@ from .distributed import distributed, init_distributed
 __all__ = ['FLAG_ALIASES', 'CLI_DEFAULTS', 'DATA_FIELDS', 'FLAG_OPTIONS', 'HELP_NOTES', 'RESUME_FLAGS', 'SAMPLER_HELP',
            'USER_ERRORS', 'OS_FIXES', 'cmd_grid', 'field_docs', 'flag_names', 'flag_type', 'show_flag',
            'config_defaults', 'add_config_args', 'given_config', 'train_config', 'resume_conflicts',
-           'check_resume_flags', 'cmd_train', 'check_output', 'check_sample_args', 'sample_labels', 'cmd_sample',
-           'cmd_evaluate', 'check_edit_args', 'edit_label', 'write_edits', 'cmd_inpaint', 'cmd_edit',
+           'check_resume_flags', 'cmd_train', 'check_output', 'check_can_make', 'check_sample_args', 'sample_labels',
+           'cmd_sample', 'cmd_evaluate', 'check_edit_args', 'edit_label', 'write_edits', 'cmd_inpaint', 'cmd_edit',
            'check_out_folder', 'cmd_serve', 'cmd_export', 'HelpFormatter', 'add_machine_args', 'add_sampler_args',
            'add_edit_args', 'make_parser', 'explain', 'main']
 
@@ -157,11 +157,15 @@ def check_output(path, suffix: str, flag: str) -> Path:
     p = Path(path)
     if p.suffix.lower() != suffix: raise ValueError(f"{flag} must name a {suffix} file, got {str(path)!r}")
     if p.is_dir(): raise ValueError(f"{flag} {path} is a folder; give a file name ending in {suffix}")
-    a = p.parent
-    while not a.exists(): a = a.parent                  # the nearest folder that exists: the rest is created in it
-    if not a.is_dir(): raise ValueError(f"{flag} {path}: cannot create its folder, {a} is a file")
-    if not os.access(a, os.W_OK | os.X_OK): raise ValueError(f"{flag} {path}: cannot write into {a}")
+    check_can_make(p.parent, path, flag, 'its folder')
     return p
+
+def check_can_make(folder: Path, path, flag: str, what: str):
+    "Check that `folder` (`what` of `path`, the value of `flag`) exists or can be created: the nearest folder that exists is one we may write into"
+    a = Path(folder)
+    while not a.exists(): a = a.parent                  # the nearest folder that exists: the rest is created in it
+    if not a.is_dir(): raise ValueError(f"{flag} {path}: cannot create {what}, {a} is a file")
+    if not os.access(a, os.W_OK | os.X_OK): raise ValueError(f"{flag} {path}: cannot write into {a}")
 
 def check_sample_args(args):
     "The checks of `sample`'s flags that need no model"
@@ -286,10 +290,7 @@ def check_out_folder(path, flag: str) -> Path:
     "Check that `path` (the value of `flag`) is a folder, or can be created as one"
     p = Path(path)
     if p.exists() and not p.is_dir(): raise ValueError(f"{flag} {path} is a file; give a folder")
-    a = p
-    while not a.exists(): a = a.parent
-    if not a.is_dir(): raise ValueError(f"{flag} {path}: cannot create it, {a} is a file")
-    if not os.access(a, os.W_OK | os.X_OK): raise ValueError(f"{flag} {path}: cannot write into {a}")
+    check_can_make(p, path, flag, 'it')
     return p
 
 def cmd_serve(args):
