@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 from ddpm_course.data import to_uint8, to_unit, class_rows
 from ddpm_course.runs import load_run
 from ddpm_course.sampling import sample, DEFAULT_SAMPLER, DEFAULT_STEPS
-from ddpm_course.deploy import (ServeProcess, load_test, http, read_metrics, export_onnx, load_onnx, check_onnx_agrees, onnx_inputs,
+from ddpm_course.deploy import (ServeProcess, load_test, export_onnx, load_onnx, check_onnx_agrees, onnx_inputs,
                                 Denoiser, OnnxNet, ONNX_FILE)
 
 
@@ -44,12 +44,8 @@ def load_rows(run, backend, batching, concurrencies, per_client, flags=()):
     rows = []
     try:
         for c in concurrencies:
-            m0 = read_metrics(http('GET', s.url + '/metrics')[2].decode())
             r = load_test(s.url + '/v1/samples', lambda i: {'label': i % 10, 'seed': 1000 + i}, requests=max(16, per_client * c), concurrency=c)
-            m1 = read_metrics(http('GET', s.url + '/metrics')[2].decode())
-            calls = m1['ddpm_batch_images_count'] - m0.get('ddpm_batch_images_count', 0)
-            rows.append(dict(backend=backend, batching='on' if batching else 'off', server=s.lines[-1].strip(), **r, sampler_calls=calls,
-                             mean_batch=(m1['ddpm_batch_images_sum'] - m0.get('ddpm_batch_images_sum', 0)) / calls))
+            rows.append(dict(backend=backend, batching='on' if batching else 'off', server=s.lines[-1].strip(), **r))
             x = rows[-1]
             print(f"{backend:5} batching {x['batching']:3} concurrency {c:2}: {x['requests_per_s']:5.1f} req/s, p50 {x['p50_ms']:6.0f} ms, "
                   f"p95 {x['p95_ms']:6.0f} ms, {x['mean_batch']:.1f} images per sampler call, statuses {x['statuses']}", flush=True)

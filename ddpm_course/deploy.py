@@ -501,17 +501,22 @@ def load_test(url: str,                        # the endpoint, e.g. http://127.0
               requests: int = 32,              # how many requests in all
               concurrency: int = 4,            # how many in flight at a time
               timeout: float = 120.) -> dict:
-    "A bounded load test on `url` from `concurrency` client threads: throughput, latency percentiles, statuses"
+    "A bounded load test on `url` from `concurrency` client threads: throughput, latency percentiles, statuses, and the service's sampler calls meanwhile"
     make = body if callable(body) else (lambda i: body)
+    metrics_url = url.split('/v1/')[0] + '/metrics'
+    def batches() -> tuple[float, float]:
+        m = read_metrics(http('GET', metrics_url, timeout=timeout)[2].decode())
+        return m.get('ddpm_batch_images_count', 0.), m.get('ddpm_batch_images_sum', 0.)
     def one(i):
         t0 = time.perf_counter(); status, _, raw = http('POST', url, make(i), timeout)
         return status, time.perf_counter() - t0, (json.loads(raw).get('n', 0) if status == 200 else 0)
-    t0 = time.perf_counter()
+    (c0, s0), t0 = batches(), time.perf_counter()
     with ThreadPoolExecutor(concurrency) as ex: res = list(ex.map(one, range(requests)))
-    secs = time.perf_counter() - t0; lat = np.array([r[1] for r in res])
+    secs = time.perf_counter() - t0; lat = np.array([r[1] for r in res]); c1, s1 = batches()
     return dict(requests=requests, concurrency=concurrency, seconds=secs, requests_per_s=requests / secs,
                 images_per_s=sum(r[2] for r in res) / secs, p50_ms=1000 * float(np.percentile(lat, 50)),
-                p95_ms=1000 * float(np.percentile(lat, 95)), statuses=dict(Counter(r[0] for r in res)))
+                p95_ms=1000 * float(np.percentile(lat, 95)), statuses=dict(Counter(r[0] for r in res)),
+                sampler_calls=c1 - c0, mean_batch=(s1 - s0) / (c1 - c0) if c1 > c0 else 0.)
 
 
 # %% ../nbs/12_deploy.ipynb #dep00110
