@@ -11,7 +11,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export MPLBACKEND ?= Agg
 
-.PHONY: train test nbtest pytest export clean-nbs venv bench
+.PHONY: train test test-other-precision nbtest pytest export clean-nbs venv bench
 venv: $(STAMP)
 
 $(STAMP): settings.ini setup.py
@@ -27,14 +27,24 @@ train: $(STAMP)
 	$(BIN)/ddpm_course train --resume --out $(OUT)
 	$(BIN)/ddpm_course sample --run $(OUT) --per-class 10 --out $(OUT)/samples.png --npz $(OUT)/samples.npz
 
-test: nbtest pytest
+# The whole suite: every notebook (as nbdev_test runs it: tests/test_notebooks.py) and every test of tests/, two at a time with
+# one torch thread each (pytest-xdist); then the tests whose result depends on the network's precision once more, under the
+# other setting of DDPM_CPU_BF16 (test-other-precision).
+test: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist worksteal tests
+	$(MAKE) --no-print-directory test-other-precision
 
-# two notebooks at a time, one thread each: on 2 cores, more threads than cores makes PyTorch's thread pools spin
+# DDPM_CPU_BF16=1 where this CPU has no bf16 instructions (bf16 emulated: slower), 0 where it has them (fp32)
+test-other-precision: $(STAMP)
+	DDPM_CPU_BF16=$$(env -u DDPM_CPU_BF16 $(BIN)/python -c 'from ddpm_course.diffusion import cpu_has_bf16; print(int(not cpu_has_bf16()))') \
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 -m precision tests
+
+# the notebooks alone, as a reader runs them
 nbtest: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist worksteal tests
 
 # the package from the notebooks, the notebooks without their metadata noise, and the saved --help texts (chapter 14)
 export: $(STAMP)

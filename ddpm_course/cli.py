@@ -22,7 +22,7 @@ from .runs import load_run, read_config
 from .training import TrainConfig, TRAIN_CHOICES, train, resume, saved_config, SampleCallback, is_main_process, check_launch
 from .evaluation import evaluate_run, JUDGE_MAX_IMAGES
 from .deploy import BACKENDS, MAX_N, check_serve_options, serve, export_onnx
-from .distributed import distributed, init_distributed
+from .distributed import distributed, init_distributed, close_distributed
 
 # %% auto #0
 __all__ = ['FLAG_ALIASES', 'CLI_DEFAULTS', 'DATA_FIELDS', 'FLAG_OPTIONS', 'HELP_NOTES', 'RESUME_FLAGS', 'SAMPLER_HELP',
@@ -145,9 +145,11 @@ def cmd_train(args):
     check_launch(cfg.bs, args.device)  # under a launch: check its environment, then join the other processes,
     init_distributed(args.device)      # before anything touches the run folder (both do nothing in one process)
     t0 = time.time()
-    if resuming:
-        resume(out, epochs=args.epochs, device=args.device, quiet=args.quiet, sample_cb=scb, fit_context=distributed, **overrides)
-    else: train(cfg, out, device=args.device, quiet=args.quiet, sample_cb=scb, fit_context=distributed)
+    try:
+        if resuming:
+            resume(out, epochs=args.epochs, device=args.device, quiet=args.quiet, sample_cb=scb, fit_context=distributed, **overrides)
+        else: train(cfg, out, device=args.device, quiet=args.quiet, sample_cb=scb, fit_context=distributed)
+    finally: close_distributed()
     if is_main_process(): print(f"done in {time.time() - t0:.0f} s: {out}")
     return out
 
@@ -266,7 +268,7 @@ def cmd_inpaint(args):
     for note in notes: print(note)
     t0 = time.time()
     outs = inpaint(d, x.expand(args.n, -1, -1, -1), m, labels=label, guidance=args.guidance, steps=args.steps, jump=args.jump,
-                   resample=args.resample, seed=args.seed)
+                   resample=args.resample, seed=args.seed, precision='auto')
     row = torch.cat([x, x * (1 - m), outs.cpu()])
     titles = ['input', 'given'] + [f'as {name}' if name else f'fill {k + 1}' for k in range(args.n)]
     return write_edits(args, row, titles, outs, label, t0, f"completions ({args.steps * args.resample} model calls each; the black part of the mask is the input's, exactly)")
@@ -281,7 +283,7 @@ def cmd_edit(args):
     for note in notes: print(note)
     t0 = time.time()
     outs = sdedit(d, x.expand(args.n, -1, -1, -1), args.strength, labels=label, guidance=args.guidance, sampler=args.sampler,
-                  steps=min(args.steps, d.sched.T), spacing=args.spacing, seed=args.seed)
+                  steps=min(args.steps, d.sched.T), spacing=args.spacing, seed=args.seed, precision='auto')
     titles = ['input'] + [f'{args.strength:g}' + (f' as {name}' if name else '')] * args.n
     return write_edits(args, torch.cat([x, outs.cpu()]), titles, outs, label, t0, f"edits at strength {args.strength:g}")
 
@@ -297,7 +299,7 @@ def cmd_serve(args):
     "Serve a run over HTTP until Ctrl-C (chapter 12)"
     check_serve_options(args.port, args.max_n, args.timeout, args.max_batch, args.batch_wait_ms, args.backend)
     serve(args.run, args.host, args.port, args.backend, args.max_n, args.timeout, args.max_batch, args.batch_wait_ms,
-          device=resolve_device(args.device) if args.backend == 'torch' else None, onnx_dir=args.onnx_dir)
+          device=resolve_device(args.device) if args.backend == 'torch' else None, onnx_dir=args.onnx_dir, precision=args.precision)
 
 def cmd_export(args) -> dict:
     "Write a run's denoiser as ONNX with its sampling config, checked against PyTorch (chapter 12)"
@@ -430,6 +432,8 @@ def make_parser() -> argparse.ArgumentParser:
     sv.add_argument('--timeout', type=float, default=60., help="seconds a request may wait for its images before a 503")
     sv.add_argument('--max-batch', dest='max_batch', type=int, default=32, help="most images in one sampler call (1: no micro-batching)")
     sv.add_argument('--batch-wait-ms', dest='batch_wait_ms', type=float, default=5., help="how long the oldest request waits for others to join its batch")
+    sv.add_argument('--precision', default='auto', choices=list(PRECISIONS),
+                    help="the network's precision with --backend torch: auto is bf16 on a GPU (fp16 on old ones) and on a CPU with bf16 instructions, else fp32")
     add_machine_args(sv)
     sv.set_defaults(func=cmd_serve)
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #830cb455
 from __future__ import annotations
-import math, os, socket, sys, time, warnings
+import json, math, os, socket, sys, time, warnings
 from contextlib import nullcontext
 from pathlib import Path
 import numpy as np
@@ -30,7 +30,8 @@ __all__ = ['TORCH_THREADS', 'SHAPES', 'IMG_EXTS', 'GRAY_MODES', 'CACHE_DIR', 'LO
            'nearest_size', 'load_digits_images', 'to_uint8', 'draw_shape', 'make_shapes', 'folder_files', 'folder_key',
            'cache_dir', 'load_folder', 'load_torchvision', 'resolve_dataset', 'load_images', 'balanced_subset', 'split',
            'EpochDL', 'get_dls', 'show_images', 'grid_cols', 'label_strip', 'image_grid', 'save_grid', 'class_rows',
-           'per_class_grid', 'SmallClassifier', 'wants_bars', 'EpochLog', 'train_classifier', 'classify']
+           'per_class_grid', 'SmallClassifier', 'wants_bars', 'EpochLog', 'train_classifier', 'classify', 'cache_root',
+           'source_key', 'cached', 'cached_judge']
 
 # %% ../nbs/01_data.ipynb #7042fab6
 class ImageDataset(torch.utils.data.Dataset):
@@ -476,3 +477,49 @@ def classify(clf: nn.Module, x: Tensor, value_range=(0, 1), bs: int = 512) -> Te
     dev = next(clf.parameters()).device; clf.eval()
     x = to_model_range(x, value_range)                                   # what it was trained on
     return torch.cat([clf(x[i:i + bs].to(dev)).argmax(1).cpu() for i in range(0, len(x), bs)])
+
+# %% ../nbs/01_data.ipynb #2fd40aa0
+def cache_root() -> Path:
+    "Where the course keeps what it trains once and reuses: $DDPM_CACHE, else ddpm_course under ~/.cache ($XDG_CACHE_HOME)"
+    if os.environ.get('DDPM_CACHE'): return Path(os.environ['DDPM_CACHE'])
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'ddpm_course'
+
+def source_key(*modules) -> str:
+    "A hash of the source files of `modules` (modules or their names): it changes when their code changes"
+    import hashlib, importlib
+    h = hashlib.sha1()
+    for m in modules: h.update(Path((importlib.import_module(m) if isinstance(m, str) else m).__file__).read_bytes())
+    return h.hexdigest()[:12]
+
+def cached(name: str,                    # what it is, the start of the folder's name
+           make,                         # make(folder): fill the (empty, temporary) folder
+           *key) -> Path:                # what it depends on: settings, `source_key(...)` of the code that makes it
+    "The folder `cache_root()/<name>-<hash of key>`, made by `make` the first time; under a lock, so that parallel runs make it once"
+    import fcntl, hashlib, shutil
+    folder = cache_root()/f"{name}-{hashlib.sha1(repr(key).encode()).hexdigest()[:12]}"
+    if (folder/'.done').exists(): return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent/f'.{folder.name}.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)                       # another process making it: wait for it, then use its result
+        if (folder/'.done').exists(): return folder
+        tmp = folder.parent/f'.{folder.name}.tmp{os.getpid()}'
+        shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir()
+        try: make(tmp); (tmp/'.done').touch()
+        except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
+        shutil.rmtree(folder, ignore_errors=True); os.replace(tmp, folder)
+    return folder
+
+def cached_judge(name: str = 'digits', epochs: int = 8, seed: int = 0, device='cpu') -> SmallClassifier:
+    "This section's judge of dataset `name` (its default size, all its training images): trained once, then read from the cache"
+    from safetensors.torch import save_file, load_file
+    def make(folder: Path):
+        import random
+        torch.manual_seed(seed); random.seed(seed); np.random.seed(seed)
+        clf = train_classifier(get_dls(name, bs=128, device='cpu'), epochs=epochs)
+        save_file({k: v.contiguous() for k, v in clf.state_dict().items()}, folder/'judge.safetensors')
+        (folder/'judge.json').write_text(json.dumps(dict(c_in=clf.c_in, n_classes=clf.n_classes, valid_accuracy=clf.valid_accuracy)))
+    folder = cached(f'judge-{name}', make, name, epochs, seed, source_key('ddpm_course.data'))
+    meta = json.loads((folder/'judge.json').read_text())
+    clf = SmallClassifier(meta['c_in'], meta['n_classes']); clf.load_state_dict(load_file(folder/'judge.safetensors'))
+    clf.valid_accuracy = meta['valid_accuracy']
+    return clf.eval().to(device)

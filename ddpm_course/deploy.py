@@ -24,10 +24,10 @@ import urllib.request, urllib.error
 import numpy as np
 import torch
 from torch import Tensor, nn
-from .data import image_grid, to_unit, to_uint8
+from .data import image_grid, to_unit, to_uint8, resolve_device
 from .schedules import NoiseSchedule
 from .ema import unwrap
-from .diffusion import Diffusion, DEFAULT_GUIDANCE
+from .diffusion import Diffusion, DEFAULT_GUIDANCE, resolve_precision
 from .sampling import SAMPLERS, DEFAULT_SAMPLER, DEFAULT_STEPS, sample, start_noise
 from .runs import read_config, latest_checkpoint, load_run, join_tensors, write_json_atomic
 
@@ -140,17 +140,17 @@ def request_noise(req: SampleRequest, d: Diffusion) -> Tensor:
     "The starting noise of one request: what `sample(..., seed=req.seed)` draws"
     return start_noise((req.n, *d.shape), torch.Generator().manual_seed(req.seed))
 
-def sample_batch(d: Diffusion, reqs: list[SampleRequest]) -> list[Tensor]:
+def sample_batch(d: Diffusion, reqs: list[SampleRequest], precision: str = 'fp32') -> list[Tensor]:
     "Sample requests of one `batch_key` in one sampler call: uint8 images (n, C, H, W) per request, each as if it were sampled alone"
     r0 = reqs[0]
     if any(r.batch_key != r0.batch_key for r in reqs): raise ValueError("requests of different settings cannot share a sampler call")
     y = None if r0.labels is None else torch.tensor([k for r in reqs for k in r.labels])
     if r0.sampler == 'ddpm':
         if len(reqs) > 1: raise ValueError("DDPM requests are sampled one at a time")
-        x = sample(d, n=r0.n, labels=y, guidance=r0.guidance, sampler='ddpm', steps=r0.steps, seed=r0.seed)
+        x = sample(d, n=r0.n, labels=y, guidance=r0.guidance, sampler='ddpm', steps=r0.steps, seed=r0.seed, precision=precision)
     else:
         x_T = torch.cat([request_noise(r, d) for r in reqs])
-        x = sample(d, n=len(x_T), labels=y, guidance=r0.guidance, sampler=r0.sampler, steps=r0.steps, x_T=x_T)
+        x = sample(d, n=len(x_T), labels=y, guidance=r0.guidance, sampler=r0.sampler, steps=r0.steps, x_T=x_T, precision=precision)
     return list(to_uint8(to_unit(x)).cpu().split([r.n for r in reqs]))
 
 
@@ -283,7 +283,8 @@ def make_app(d: Diffusion, card: dict,
              max_n: int = MAX_N,              # images per request
              timeout_s: float = 60.,          # a request unanswered after this long gets a 503
              max_batch: int = 32,             # images per sampler call (1: no batching)
-             wait_ms: float = 5.):            # how long the oldest request waits for others to join its batch
+             wait_ms: float = 5.,             # how long the oldest request waits for others to join its batch
+             precision: str = 'fp32'):        # the network's precision (chapter 05's `resolve_precision`)
     "The FastAPI application that serves `d`"
     require_serve()
     from fastapi import FastAPI, Request
@@ -292,7 +293,7 @@ def make_app(d: Diffusion, card: dict,
     metrics = make_metrics()
     def on_batch(reqs):
         n = sum(r.n for r in reqs); metrics.batch_images.observe(n); metrics.batch_requests.observe(len(reqs)); metrics.images.inc(n)
-    batcher = MicroBatcher(lambda reqs: sample_batch(d, reqs), max_batch, wait_ms, on_batch)
+    batcher = MicroBatcher(lambda reqs: sample_batch(d, reqs, precision), max_batch, wait_ms, on_batch)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -634,19 +635,21 @@ def export_dir(run_dir: str | Path, onnx_dir: str | Path | None = None) -> Path:
     return onnx_dir
 
 def serve(run_dir: str | Path, host: str = '127.0.0.1', port: int = 8000, backend: str = 'torch', max_n: int = MAX_N,
-          timeout_s: float = 60., max_batch: int = 32, wait_ms: float = 5., device=None, onnx_dir: str | Path | None = None):
+          timeout_s: float = 60., max_batch: int = 32, wait_ms: float = 5., device=None, onnx_dir: str | Path | None = None,
+          precision: str = 'auto'):              # the network's precision: auto is bf16 on a GPU and on a CPU with bf16 instructions
     "Serve a run over HTTP until Ctrl-C: checks, binds the port, loads the model once, warms it up, then runs uvicorn"
     require_serve(); check_serve_options(port, max_n, timeout_s, max_batch, wait_ms, backend)
     read_config(run_dir); latest_checkpoint(run_dir)                 # (a missing or broken run: its message, before the port is taken)
     if backend == 'onnx': export_dir(run_dir, onnx_dir)
+    prec = resolve_precision(precision, resolve_device(device)) if backend == 'torch' else 'fp32'   # (onnxruntime runs the graph as exported)
     import uvicorn
     sock = bind_socket(host, port)
     try:
         d, config = load_backend(run_dir, backend, device, onnx_dir)
-        app = make_app(d, model_card(d, config, run_dir, backend, max_n), max_n, timeout_s, max_batch, wait_ms)
-        t0 = time.time(); sample_batch(d, [parse_request({'seed': 0}, d)])    # (the first call pays for allocations: not a user's request)
+        app = make_app(d, {**model_card(d, config, run_dir, backend, max_n), 'precision': prec}, max_n, timeout_s, max_batch, wait_ms, prec)
+        t0 = time.time(); sample_batch(d, [parse_request({'seed': 0}, d)], prec)    # (the first call pays for allocations: not a user's request)
         if host not in ('127.0.0.1', 'localhost', '::1'): print(f"note: listening on {host}: other machines can reach this service, which has no authentication")
-        print(f"serving {Path(run_dir)} ({backend}, {torch.get_num_threads()} threads) at {url_of(sock)}/ (warm-up {time.time() - t0:.2f} s); Ctrl-C stops it", flush=True)
+        print(f"serving {Path(run_dir)} ({backend}, {prec}, {torch.get_num_threads()} threads) at {url_of(sock)}/ (warm-up {time.time() - t0:.2f} s); Ctrl-C stops it", flush=True)
         server = uvicorn.Server(uvicorn.Config(app, log_level='warning', access_log=False, timeout_graceful_shutdown=timeout_s))
         try: server.run(sockets=[sock])
         except KeyboardInterrupt: pass           # (uvicorn finishes the requests in flight, then passes Ctrl-C on: here that is the way to stop)

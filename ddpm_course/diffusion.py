@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_diffusion.ipynb #dif00003
 from __future__ import annotations
-import functools, json, math, sys
+import functools, json, math, os, sys
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -181,7 +181,11 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(line.partition(':')[2].split())              # (read once: every `resolve_precision('auto')` asks)
 
 def cpu_has_bf16() -> bool:
-    "Does this CPU multiply bfloat16 matrices natively (AVX-512 BF16 or AMX)? Then bf16 autocast is faster than fp32 on it"
+    "Does this CPU multiply bfloat16 matrices natively (AVX-512 BF16 or AMX)? DDPM_CPU_BF16=1 or 0 overrides what /proc/cpuinfo says"
+    v = os.environ.get('DDPM_CPU_BF16', '')
+    if v:                                    # (to run either path on any machine: bf16 is emulated, and slow, without the instructions)
+        if v not in ('0', '1'): raise ValueError(f"DDPM_CPU_BF16 must be 1 (treat this CPU as having bf16 instructions) or 0 (as not), got {v!r}")
+        return v == '1'
     return bool(cpu_flags() & set(CPU_BF16_FLAGS))
 
 def resolve_precision(precision: str = 'auto', device=None) -> str:

@@ -16,7 +16,7 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 
 # %% auto #0
-__all__ = ['is_distributed', 'init_distributed', 'DistDL', 'DDPTrainer', 'RankSeedCallback', 'distributed']
+__all__ = ['is_distributed', 'init_distributed', 'close_distributed', 'DistDL', 'DDPTrainer', 'RankSeedCallback', 'distributed']
 
 # %% ../nbs/13_distributed.ipynb #8bb853b6
 def is_distributed() -> bool:
@@ -37,6 +37,10 @@ def init_distributed(device=None, timeout_s: float | None = None):
         raise RuntimeError(f"process {i['rank']} of WORLD_SIZE={i['world_size']} waited {timeout:g} s at {where} and not all processes "
                            f"joined: start every process with the same --num_processes/--num_machines (and the same main process "
                            f"address and port), or raise DDPM_DIST_TIMEOUT if some start late ({type(e).__name__}: {e})") from e
+
+def close_distributed():
+    "Leave the process group at the end of the work (left to the interpreter's exit, a rank can abort: 'terminate called without an active exception')"
+    if dist.is_initialized(): dist.destroy_process_group()
 
 # %% ../nbs/13_distributed.ipynb #7e56dfc8
 from fastai.distributed import DistributedDL, DistributedTrainer

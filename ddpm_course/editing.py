@@ -76,7 +76,7 @@ def inpaint(diffusion: Diffusion,
             steps: int = REPAINT_STEPS,        # levels of the strided DDPM chain
             jump: int = REPAINT_JUMP, resample: int = REPAINT_RESAMPLE,   # RePaint's jump length and resamplings (1: no resampling)
             clip_x0: float | None = 1., seed: int | None = None, generator: torch.Generator | None = None,
-            precision: str = 'auto', progress: bool = False,
+            precision: str = 'fp32', progress: bool = False,
             ) -> Tensor:                       # (n, C, H, W): the known pixels exactly as given, the rest drawn
     "RePaint (Lugmayr et al. 2022, Algorithm 1 with jumps): at every level the known pixels are the image noised to it, the rest the chain's"
     x0 = check_image(image, diffusion); keep = 1 - check_mask(mask, x0)
@@ -123,7 +123,7 @@ def sdedit(diffusion: Diffusion,
            labels=None, guidance: float | None = None,   # the class to turn it into (conditional models), and guidance
            sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS, spacing: str | None = None,   # as `sample`'s, for a full run of the sampler
            clip_x0: float | None = 1., seed: int | None = None, generator: torch.Generator | None = None,
-           precision: str = 'auto', progress: bool = False,
+           precision: str = 'fp32', progress: bool = False,
            ) -> Tensor:                        # (n, C, H, W)
     "SDEdit (Meng et al. 2022): noise `image` to the sampler's timestep at `strength`, then run the sampler from there"
     x0, strength = check_image(image, diffusion), check_strength(strength)

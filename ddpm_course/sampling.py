@@ -263,7 +263,7 @@ def sample(diffusion: Diffusion,
            generator: torch.Generator | None = None,
            x_T: Tensor | None = None,          # the starting noise (n, C, H, W); drawn when None
            bs: int | None = None,              # sample in batches of at most `bs` (the noise is drawn first, for all n)
-           precision: str = 'auto',            # the network's precision (bf16 on GPUs and bf16 CPUs), see `resolve_precision`
+           precision: str = 'fp32',            # the network's precision, see `resolve_precision`; fp32: the same images on every CPU
            progress: bool = False,
            skip: int = 0,                      # start at the sampler's step `skip`: x_T is then the sample at that timestep (SDEdit, chapter 11)
            ) -> Tensor:                        # x_0 (n, C, H, W), in [-clip_x0, clip_x0] when clipped

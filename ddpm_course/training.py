@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from .data import get_dls, save_grid, to_unit, resolve_device, resolve_dataset, nearest_size, wants_bars, EpochLog   # (first: chapter 01 imports fastai quietly)
+from .data import get_dls, save_grid, to_unit, resolve_device, resolve_dataset, nearest_size, wants_bars, EpochLog, cached, source_key   # (first: chapter 01 imports fastai quietly)
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
@@ -32,14 +32,14 @@ from .runs import (RUN_FORMAT, RunCallback, CheckpointCallback, ResumeCallback, 
                               start_wandb, write_json_atomic, LOG_EVERY, start_epoch)
 
 # %% auto #0
-__all__ = ['PLAN_WARMUP', 'PLAN_TIMED', 'TRAIN_CHOICES', 'PRESET_BY_SIZE', 'PLAN_FLOPS', 'PLAN_MAX_EPOCHS', 'min_snr_weights',
-           'weighted_mse', 'drop_labels', 'NonFiniteLossError', 'is_conditional', 'DDPMCallback', 'DivergenceError',
-           'batch_loss', 'DeviceSmoothLoss', 'DeviceLoss', 'use_device_losses', 'StepProgressCallback',
-           'DivergenceCallback', 'plural', 'fmt_time', 'PlanProgress', 'AutocastCallback', 'SampleCallback',
-           'TrainConfig', 'preset_for', 'forward_flops', 'TrainPlan', 'full_epoch_steps', 'plan_training',
-           'CUDAGraphStepCallback', 'ddpm_learner', 'launch_info', 'is_main_process', 'check_launch', 'build_run',
-           'run_preset', 'plan_run', 'run_config', 'apply_plan', 'fit_size', 'describe_plan', 'check_fit_context',
-           'train', 'saved_config', 'resume', 'saved_plan']
+__all__ = ['PLAN_WARMUP', 'PLAN_TIMED', 'TRAIN_CHOICES', 'PRESET_BY_SIZE', 'PLAN_FLOPS', 'PLAN_MAX_EPOCHS', 'TRAINING_MODULES',
+           'min_snr_weights', 'weighted_mse', 'drop_labels', 'NonFiniteLossError', 'is_conditional', 'DDPMCallback',
+           'DivergenceError', 'batch_loss', 'DeviceSmoothLoss', 'DeviceLoss', 'use_device_losses',
+           'StepProgressCallback', 'DivergenceCallback', 'plural', 'fmt_time', 'PlanProgress', 'AutocastCallback',
+           'SampleCallback', 'TrainConfig', 'preset_for', 'forward_flops', 'TrainPlan', 'full_epoch_steps',
+           'plan_training', 'CUDAGraphStepCallback', 'ddpm_learner', 'launch_info', 'is_main_process', 'check_launch',
+           'build_run', 'run_preset', 'plan_run', 'run_config', 'apply_plan', 'fit_size', 'describe_plan',
+           'check_fit_context', 'train', 'saved_config', 'resume', 'saved_plan', 'cached_run']
 
 # %% ../nbs/08_unconditional.ipynb #22940d50
 def min_snr_weights(t: Tensor, sched: NoiseSchedule, pred_type: str, gamma: float | None = None) -> Tensor:
@@ -584,3 +584,12 @@ def saved_plan(config: dict, cfg: TrainConfig, dls, model) -> TrainPlan:
     "The plan a run was started with (a run from before plans: whole epochs, as it was trained)"
     if 'plan' in config: return TrainPlan(**config['plan'])
     return plan_run(replace(cfg, epochs=cfg.epochs or 25, steps=None), dls, model)   # (25: TrainConfig's epochs before plans)
+
+# %% ../nbs/08_unconditional.ipynb #ef1d34bf
+TRAINING_MODULES = ('data', 'schedules', 'models', 'ema', 'diffusion', 'sampling', 'runs', 'training')   # what a run's weights depend on
+
+def cached_run(cfg: TrainConfig, name: str = 'run') -> Path:
+    "The run folder of `cfg` in chapter 01's cache: trained (quietly, on the CPU, W&B off) the first time, read afterwards"
+    cfg = replace(cfg, wandb='off')
+    def make(folder: Path): train(cfg, folder/'run', quiet=True, device='cpu')
+    return cached(name, make, asdict(cfg), source_key(*(f'ddpm_course.{m}' for m in TRAINING_MODULES)))/'run'

@@ -1,5 +1,39 @@
-import sys, time
+import json, os, shutil, sys
+from pathlib import Path
+import pytest
+import torch
 from ddpm_course import cli
+from ddpm_course.data import cached, source_key
+from ddpm_course.deploy import ServeProcess
+
+PACKAGE = tuple(f'ddpm_course.{p.stem}' for p in sorted((Path(cli.__file__).parent).glob('*.py')) if not p.stem.startswith('_'))
+ROOT = Path(__file__).resolve().parents[1]
+EXE = shutil.which('ddpm_course') or str(Path(sys.executable).parent/'ddpm_course')
+TINY_TRAIN = ['--preset', 'tiny', '--epochs', '1', '--n', '200', '--T', '50', '--wandb', 'off', '--quiet']
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', "precision: its result depends on the network's precision; `make test` runs these a second time under "
+                                       "the other setting of DDPM_CPU_BF16")
+
+
+def pytest_collection_modifyitems(items):
+    "The longest parts first (bench/test_times.json: seconds by notebook and by test file), each file's tests kept together"
+    try: secs = json.loads((ROOT/'bench'/'test_times.json').read_text())
+    except (OSError, ValueError): return
+    def part(item):
+        f = Path(item.fspath).relative_to(ROOT).as_posix()
+        return f"nbs/{item.callspec.params['nb'].name}" if f.endswith('test_notebooks.py') else f
+    order = {id(it): (-secs.get(part(it), 10.), k) for k, it in enumerate(items)}
+    items.sort(key=lambda it: order[id(it)])
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    "A test or notebook that sets PyTorch's threads (the command line does) leaves the next one in this worker as it found it"
+    n = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != n: torch.set_num_threads(n)
 
 
 def run_shell(argv, monkeypatch, capsys=None) -> tuple[int, str]:
@@ -14,29 +48,29 @@ def run_shell(argv, monkeypatch, capsys=None) -> tuple[int, str]:
     return code, (out.out + out.err if out else '') + msg
 
 
-import shutil
-from ddpm_course.deploy import ServeProcess
-from pathlib import Path
-import pytest
+def shared_run(name: str, argv: list[str]) -> Path:
+    "A run trained by `ddpm_course train ARGV` once for every test and worker (chapter 01's cache, keyed by ARGV and the package's code)"
+    def make(folder: Path): cli.main(['train', '--out', str(folder/'run'), *argv])
+    return cached(name, make, argv, source_key(*PACKAGE))/'run'
 
-EXE = shutil.which('ddpm_course') or str(Path(sys.executable).parent/'ddpm_course')
-TINY_TRAIN = ['--preset', 'tiny', '--epochs', '1', '--n', '200', '--T', '50', '--wandb', 'off', '--quiet']
+
+def copy_of_run(src: Path, tmp_path_factory, name: str) -> Path:
+    "A copy of a shared run that a test may write into (an export, a resumed epoch) without touching the shared one"
+    dst = tmp_path_factory.mktemp(name)/'run'
+    shutil.copytree(src, dst)
+    return dst
 
 
 @pytest.fixture(scope='session')
 def tiny_run(tmp_path_factory):
-    "A tiny conditional run (one epoch, 200 digits, T = 50), trained by the command line: for the service's tests"
-    out = tmp_path_factory.mktemp('serve')/'run'
-    cli.main(['train', '--out', str(out), *TINY_TRAIN])
-    return out
+    "A tiny conditional run (one epoch, 200 digits, T = 50), trained once by the command line; this worker's copy of it"
+    return copy_of_run(shared_run('test-tiny', TINY_TRAIN), tmp_path_factory, 'tiny')
 
 
 @pytest.fixture(scope='session')
 def tiny_urun(tmp_path_factory):
     "The same, unconditional"
-    out = tmp_path_factory.mktemp('serve')/'urun'
-    cli.main(['train', '--out', str(out), *TINY_TRAIN, '--no-conditional'])
-    return out
+    return copy_of_run(shared_run('test-tiny-uncond', TINY_TRAIN + ['--no-conditional']), tmp_path_factory, 'tiny_u')
 
 
 def Server(run, *flags, timeout: float = 180):

@@ -8,7 +8,7 @@ from ddpm_course.training import TrainConfig, train, build_run, ddpm_learner, la
 from ddpm_course.diffusion import weights_of
 from ddpm_course.runs import find_cb
 from ddpm_course.ema import EMACallback
-from ddpm_course.distributed import distributed
+from ddpm_course.distributed import distributed, close_distributed
 
 out, dump = Path(sys.argv[1]), Path(sys.argv[2])
 cfg = TrainConfig(preset='tiny', conditional=True, n=300, epochs=1, bs=32, lr=2e-3, seed=int(os.environ.get('DIST_JOB_SEED', 0)), wandb='offline', sample_every=1, n_samples=4)
@@ -28,3 +28,4 @@ save_file({**{f'model.{k}': v for k, v in weights_of(learn.model).items()},
 (dump/f'rank{rank}.json').write_text(json.dumps({'valid_untrained': v0, 'train_loss': float(learn.recorder.values[-1][0]),
                                                  'valid_loss': float(learn.recorder.values[-1][1]), 'ema_steps': ema.num_updates,
                                                  'world_size': launch_info()['world_size'], 'per_process_bs': learn.dls.train.bs}))
+close_distributed()                       # (leaving it to the interpreter's exit can abort a rank)

@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fastai.torch_core import set_seed
-from ddpm_course.data import get_dls, load_images, train_classifier, classify, class_rows, to_unit, to_uint8
+from dataclasses import asdict
+from functools import cache
+from safetensors.torch import save_file, load_file
+from ddpm_course.data import load_images, classify, class_rows, to_unit, to_uint8, cached, cached_judge, source_key
 from ddpm_course.diffusion import Diffusion
 from ddpm_course.sampling import sample
 from ddpm_course.runs import load_run, find_cb
-from ddpm_course.training import TrainConfig, train, SampleCallback
+from ddpm_course.training import TrainConfig, train, SampleCallback, TRAINING_MODULES
 from ddpm_course.evaluation import sample_set
 
 PRED_TYPES = ('eps', 'x0', 'v')
@@ -32,38 +34,36 @@ def saturated(x): return (x > 0.9).float().mean().item()
 
 @pytest.fixture(scope='module')
 def judge():
-    set_seed(0)
-    clf = train_classifier(get_dls('digits', bs=128, device='cpu'), epochs=8)
+    clf = cached_judge()                        # chapter 01's judge
     assert clf.valid_accuracy >= 0.97
     return clf
 
 
-@pytest.fixture(scope='module')
-def runs(tmp_path_factory):
-    "pred_type -> (run folder, the in-training grid of the last epoch)"
-    out = {}
-    for pt in PRED_TYPES:
-        run = tmp_path_factory.mktemp(pt)/'run'
-        cfg = TrainConfig(preset='tiny', conditional=True, pred_type=pt, T=100, epochs=8, bs=32, lr=3e-3, wandb='off', seed=0)
-        scb = SampleCallback(run/'samples', every=100, n=10, seed=SEED, sampler=SAMPLER, steps=STEPS)
-        train(cfg, run, sample_cb=scb, quiet=True, device='cpu')
-        out[pt] = (run, scb.grids[-1][1])
-    return out
+@cache
+def trained(pt: str):
+    "(run folder, the in-training grid of its last epoch) of the tiny model that predicts `pt`: trained once for every worker (chapter 01's cache)"
+    cfg = TrainConfig(preset='tiny', conditional=True, pred_type=pt, T=100, epochs=8, bs=32, lr=3e-3, wandb='off', seed=0)
+    def make(folder):
+        scb = SampleCallback(folder/'run'/'samples', every=100, n=10, seed=SEED, sampler=SAMPLER, steps=STEPS)
+        train(cfg, folder/'run', sample_cb=scb, quiet=True, device='cpu')
+        save_file({'grid': scb.grids[-1][1].contiguous()}, folder/'grid.safetensors')
+    folder = cached(f'test-agreement-{pt}', make, asdict(cfg), SAMPLER, STEPS, SEED, source_key(*(f'ddpm_course.{m}' for m in TRAINING_MODULES)))
+    return folder/'run', load_file(folder/'grid.safetensors')['grid']
 
 
 @pytest.mark.parametrize('pt', PRED_TYPES)
-def test_every_entry_point_gives_the_same_samples(runs, pt, tmp_path):
-    run, grid = runs[pt]
+def test_every_entry_point_gives_the_same_samples(pt, tmp_path):
+    run, grid = trained(pt)
     d, cfg = load_run(run, device='cpu')
     assert d.pred_type == pt == cfg['train']['pred_type']
     y = class_rows(10, 1)
-    api = to_unit(sample(d, labels=y, sampler=SAMPLER, steps=STEPS, seed=SEED))                    # the Python API, default guidance
+    api = to_unit(sample(d, labels=y, sampler=SAMPLER, steps=STEPS, seed=SEED, precision='fp32'))  # the Python API, default guidance
     torch.testing.assert_close(api, grid, rtol=0, atol=1e-6)                       # == the grid written during training
     ev, ey = sample_set(d, 10, sampler=SAMPLER, steps=STEPS, seed=SEED)             # evaluate's sample set
     torch.testing.assert_close(ev, api, rtol=0, atol=1e-6); assert torch.equal(ey, y)
     npz = tmp_path/'s.npz'
     r = subprocess.run([sys.executable, '-m', 'ddpm_course.cli', 'sample', '--run', str(run), '--per-class', '1', '--sampler', SAMPLER, '--steps', str(STEPS),
-                        '--seed', str(SEED), '--out', str(tmp_path/'s.png'), '--npz', str(npz), '--device', 'cpu'],
+                        '--seed', str(SEED), '--out', str(tmp_path/'s.png'), '--npz', str(npz), '--device', 'cpu', '--precision', 'fp32'],
                        capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stderr
     z = np.load(npz)
@@ -77,8 +77,8 @@ def real_saturated():
 
 
 @pytest.mark.parametrize('pt', PRED_TYPES)
-def test_samples_are_the_asked_digits(runs, judge, real_saturated, pt):
-    d, _ = load_run(runs[pt][0], device='cpu')
+def test_samples_are_the_asked_digits(judge, real_saturated, pt):
+    d, _ = load_run(trained(pt)[0], device='cpu')
     y = class_rows(10, 20)
     x = to_unit(sample(d, labels=y, sampler=SAMPLER, steps=STEPS, seed=1))
     acc = (classify(judge, x) == y).float().mean().item()
@@ -88,9 +88,9 @@ def test_samples_are_the_asked_digits(runs, judge, real_saturated, pt):
 
 
 @pytest.mark.parametrize('pt, wrong', [('v', 'eps'), ('x0', 'eps'), ('eps', 'x0')])
-def test_a_model_read_as_the_wrong_type_fails(runs, judge, real_saturated, pt, wrong):
+def test_a_model_read_as_the_wrong_type_fails(judge, real_saturated, pt, wrong):
     "The same network declared as another type: the checks above catch it (this was the old bug: a v-model sampled as eps)"
-    d, _ = load_run(runs[pt][0], device='cpu')
+    d, _ = load_run(trained(pt)[0], device='cpu')
     y = class_rows(10, 20)
     right = (classify(judge, to_unit(sample(d, labels=y, sampler=SAMPLER, steps=STEPS, seed=1))) == y).float().mean().item()
     x = to_unit(sample(Diffusion(d.net, d.sched, wrong), labels=y, sampler=SAMPLER, steps=STEPS, seed=1))

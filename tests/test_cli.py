@@ -4,7 +4,7 @@ from dataclasses import fields
 from pathlib import Path
 import numpy as np
 import pytest
-from conftest import run_shell
+from conftest import run_shell, TINY_TRAIN as TINY
 import torch
 from PIL import Image
 import ddpm_course.cli as cli
@@ -15,7 +15,6 @@ from ddpm_course.sampling import sample
 from ddpm_course.training import TrainConfig
 
 EXE = shutil.which('ddpm_course') or str(Path(sys.executable).parent/'ddpm_course')
-TINY = ['--preset', 'tiny', '--epochs', '1', '--n', '200', '--T', '50', '--wandb', 'off', '--quiet']
 
 
 def _run(*args, timeout=300):
@@ -115,11 +114,9 @@ def test_grid_writes_a_png(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope='module')
-def run(tmp_path_factory):
-    "A tiny conditional run (one epoch, 200 digits, T = 50), trained by the command line"
-    out = tmp_path_factory.mktemp('cli')/'run'
-    main(['train', '--out', str(out), *TINY])
-    return out
+def run(tiny_run):
+    "A tiny conditional run (one epoch, 200 digits, T = 50), trained by the command line (conftest's, shared by the tests)"
+    return tiny_run
 
 
 @pytest.mark.parametrize('flags, named', [
@@ -176,12 +173,13 @@ def test_guidance_needs_labels(run, tmp_path, monkeypatch):
     assert code == 1 and '--guidance needs labels' in err, err
 
 
+@pytest.mark.precision
 def test_sample_equals_the_python_api(run, tmp_path):
-    "The command line and `sample` from Python give the same images for the same seed"
+    "The command line and `sample` from Python give the same images for the same seed, at the same precision (the command's default, auto)"
     x = main(['sample', '--run', str(run), '--label', '3', '--n', '4', '--seed', '7', '--out', str(tmp_path/'g.png'), '--npz', str(tmp_path/'g.npz')])
     z = np.load(tmp_path/'g.npz')
     d, cfg = load_run(run)
-    ref = to_uint8(to_unit(sample(d, n=4, labels=3, seed=7)))
+    ref = to_uint8(to_unit(sample(d, n=4, labels=3, seed=7, precision='auto')))
     assert torch.equal(x, ref) and torch.equal(torch.from_numpy(z['images']).permute(0, 3, 1, 2), ref)
     assert z['labels'].tolist() == [3] * 4
     assert Image.open(tmp_path/'g.png').size == (2 + 2 * 66, 2 + 2 * (66 + LABEL_PX))   # each sample labelled with its class

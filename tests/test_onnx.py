@@ -3,7 +3,8 @@ with eager PyTorch, sampling through onnxruntime gives PyTorch's images, and `se
 import base64, json, subprocess
 import pytest
 import torch
-from conftest import EXE, Server
+from conftest import EXE, Server, TINY_TRAIN, PACKAGE
+from ddpm_course.data import cached, source_key
 from ddpm_course.data import to_uint8, to_unit
 from ddpm_course.deploy import load_onnx, onnx_inputs, Denoiser, ONNX_RTOL, http, png_image
 from ddpm_course.runs import load_run
@@ -18,9 +19,10 @@ def _export(run, *flags):
 
 @pytest.fixture(scope='module')
 def exported(tiny_run):
-    out = _export(tiny_run)
-    assert 'agrees with PyTorch' in out
-    return tiny_run/'onnx'
+    "The tiny run's export by the command line: made once for every worker and for both precisions (torch.export takes about 20 s)"
+    def make(folder):
+        assert 'agrees with PyTorch' in _export(tiny_run, '--out', folder/'onnx')
+    return cached('test-tiny-onnx', make, TINY_TRAIN, source_key(*PACKAGE))/'onnx'
 
 
 def _rel(d, do, n, seed):
@@ -44,11 +46,13 @@ def test_the_graph_agrees_with_pytorch(exported, tiny_run, n, seed):
     assert _rel(load_run(tiny_run)[0], load_onnx(exported), n, seed) <= ONNX_RTOL
 
 
+@pytest.mark.precision
 @pytest.mark.parametrize('sampler', ['dpmpp_2m', 'ddim', 'heun'])
 def test_sampling_through_onnxruntime_gives_pytorchs_images(exported, tiny_run, sampler):
+    "onnxruntime runs the graph in float32, so PyTorch's side is sampled in float32 too, by name (whatever this CPU's auto would be)"
     d, do = load_run(tiny_run)[0], load_onnx(exported)
     y = torch.arange(10).repeat(2)
-    x, xo = sample(d, labels=y, sampler=sampler, seed=0), sample(do, labels=y, sampler=sampler, seed=0)
+    x, xo = sample(d, labels=y, sampler=sampler, seed=0, precision='fp32'), sample(do, labels=y, sampler=sampler, seed=0)
     lv = (to_uint8(to_unit(x)).int() - to_uint8(to_unit(xo)).int()).abs()
     assert (x - xo).abs().max() < 1e-2 and lv.max() <= 2 and (lv > 0).float().mean() < 0.01
 
@@ -61,11 +65,11 @@ def test_unconditional_export(tiny_urun):
 
 
 def test_serve_the_export(exported, tiny_run):
-    s = Server(tiny_run, '--backend', 'onnx')
+    s = Server(tiny_run, '--backend', 'onnx', '--onnx-dir', exported)
     try:
         status, _, raw = http('POST', s.url + '/v1/samples', {'label': 6, 'n': 3, 'seed': 4})
         got = torch.stack([png_image(base64.b64decode(b)) for b in json.loads(raw)['images']])
-        want = to_uint8(to_unit(sample(load_onnx(exported), labels=[6] * 3, seed=4)))
+        want = to_uint8(to_unit(sample(load_onnx(exported), labels=[6] * 3, seed=4)))       # (onnxruntime: float32 on both sides)
         assert status == 200 and (got.int() - want.int()).abs().max() <= 1
         assert json.loads(http('GET', s.url + '/v1/model')[2])['backend'] == 'onnx'
     finally: s.stop()

@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from ddpm_course import cli
 from ddpm_course.runs import RUN_FORMAT, RunLock, latest_checkpoint
-from conftest import run_shell
+from conftest import run_shell, shared_run, copy_of_run, TINY_TRAIN
 
 TINY = ['--preset', 'tiny', '--n', '200', '--T', '50', '--bs', '32', '--wandb', 'off', '--quiet', '--sample-every', '100', '--n-samples', '4']
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'WANDB_MODE': 'offline', 'WANDB_SILENT': 'true', 'MPLBACKEND': 'Agg'}
@@ -22,9 +22,14 @@ ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'WANDB_MODE': 'offline', 'WANDB_SIL
 def shell(argv, monkeypatch, capsys): return run_shell(argv, monkeypatch, capsys)
 
 
+def _as_at_a_terminal():
+    "SIGINT as an interactive shell leaves it to a program (a suite started in the background by a script inherits it ignored)"
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def proc(argv, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, '-m', 'ddpm_course.cli', *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=ENV, **kw)
+                            text=True, env=ENV, preexec_fn=_as_at_a_terminal, **kw)
 
 
 def fingerprint(run: Path) -> dict:
@@ -35,10 +40,8 @@ def fingerprint(run: Path) -> dict:
 
 @pytest.fixture(scope='module')
 def good(tmp_path_factory):
-    "A trained run (1 epoch of the tiny preset) that every case below must leave as it is"
-    run = tmp_path_factory.mktemp('good')/'run'
-    cli.main(['train', *TINY, '--epochs', '1', '--out', str(run)])
-    return run
+    "A trained run (1 epoch of the tiny preset, conftest's shared one) that every case below must leave as it is"
+    return copy_of_run(shared_run('test-tiny', TINY_TRAIN), tmp_path_factory, 'good')
 
 
 def check(code, out, want_code, *msgs):

@@ -15,6 +15,7 @@ from ddpm_course.models import make_unet
 from ddpm_course.diffusion import Diffusion
 from ddpm_course.sampling import sample, timesteps_for, levels_for
 
+pytestmark = pytest.mark.precision          # sampling against a float32 reference: run under both settings of DDPM_CPU_BF16
 MU, SIGMA = 0.3, 0.5
 PRED = {'eps': 'epsilon', 'v': 'v_prediction'}
 
@@ -41,7 +42,7 @@ def run_diffusers(scheduler, fn, ts, x_T):
 
 def ours(fn, sched, pred_type, sampler, steps, spacing, x_T):
     d = Diffusion(fn, sched, pred_type, channels=x_T.shape[1], img_size=tuple(x_T.shape[2:]))
-    with torch.no_grad(): return sample(d, steps=steps, sampler=sampler, spacing=spacing, clip_x0=None, x_T=x_T)
+    with torch.no_grad(): return sample(d, steps=steps, sampler=sampler, spacing=spacing, clip_x0=None, x_T=x_T, precision='fp32')   # diffusers runs float32
 
 
 @pytest.mark.parametrize('schedule,tol', [('linear', 2e-5), ('cosine', 6e-3)])

@@ -9,6 +9,7 @@ from ddpm_course.data import to_uint8, to_unit, grid_cols
 from ddpm_course.deploy import http, load_test, read_metrics, png_image, grid_png, bind_socket
 from ddpm_course.runs import load_run, read_config
 from ddpm_course.sampling import sample, DEFAULT_SAMPLER, DEFAULT_STEPS
+from ddpm_course.diffusion import resolve_precision
 
 MAX_N = 8
 
@@ -52,17 +53,20 @@ def test_healthz_and_model_card(server, tiny_run):
     assert card['pred_type'] == cfg['pred_type'] and card['schedule']['T'] == 50 == card['limits']['max_steps']
     assert (card['default_sampler'], card['default_steps'], card['limits']['max_n']) == (DEFAULT_SAMPLER, DEFAULT_STEPS, MAX_N)
     assert card['training']['epochs'] == 1 and card['training']['valid_loss'] > 0 and card['backend'] == 'torch'
+    assert card['precision'] == resolve_precision('auto', 'cpu')                       # (DDPM_CPU_BF16 reaches the server too)
 
 
+@pytest.mark.precision
 def test_samples_are_those_of_the_python_api(server, tiny_run):
+    "The service samples at `serve --precision auto` (its default), so the images to compare are `sample`'s at auto"
     d, _ = load_run(tiny_run)
     status, ans = _json(server.url + '/v1/samples', {'label': 3, 'n': 4, 'seed': 5})
     assert status == 200 and (ans['labels'], ans['seed'], ans['n'], ans['guidance']) == ([3] * 4, 5, 4, 3.)
     got = _images(ans)
-    _close(got, to_uint8(to_unit(sample(d, labels=[3] * 4, seed=5))))
+    _close(got, to_uint8(to_unit(sample(d, labels=[3] * 4, seed=5, precision='auto'))))
     assert torch.equal(_images(_json(server.url + '/v1/samples', {'label': 3, 'n': 4, 'seed': 5})[1]), got)   # same request, same images
     status, ans = _json(server.url + '/v1/samples', {'labels': [0, 9], 'sampler': 'ddim', 'steps': 20, 'guidance': 1.5, 'seed': 2})
-    _close(_images(ans), to_uint8(to_unit(sample(d, labels=[0, 9], sampler='ddim', steps=20, guidance=1.5, seed=2))))
+    _close(_images(ans), to_uint8(to_unit(sample(d, labels=[0, 9], sampler='ddim', steps=20, guidance=1.5, seed=2, precision='auto'))))
     status, ans = _json(server.url + '/v1/samples', {'label': 1})                  # no seed: one is drawn and reported
     assert ans['n'] == 1 and torch.equal(_images(ans), _images(_json(server.url + '/v1/samples', {'label': 1, 'seed': ans['seed']})[1]))
 
