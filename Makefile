@@ -36,7 +36,7 @@ test: $(STAMP)
 
 # DDPM_CPU_BF16=1 where this CPU has no bf16 instructions (bf16 emulated: slower), 0 where it has them (fp32)
 test-other-precision: $(STAMP)
-	DDPM_CPU_BF16=$$(env -u DDPM_CPU_BF16 $(BIN)/python -c 'from ddpm_course.diffusion import cpu_has_bf16; print(int(not cpu_has_bf16()))') \
+	DDPM_CPU_BF16=$$(env -u DDPM_CPU_BF16 $(BIN)/python -c 'from ddpm_course.machine import cpu_has_bf16; print(int(not cpu_has_bf16()))') \
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 -m precision tests
 
 # the notebooks alone, as a reader runs them
@@ -46,9 +46,9 @@ nbtest: $(STAMP)
 pytest: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist worksteal tests
 
-# the package from the notebooks, the notebooks without their metadata noise, and the saved --help texts (chapter 14)
+# the package from the notebooks, and the notebooks without their metadata noise
 export: $(STAMP)
-	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/python -c 'from ddpm_course.launcher import write_help_cache; write_help_cache()'
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py

@@ -15,7 +15,7 @@ min_python = cfg['min_python']
 py_versions = '3.10 3.11 3.12 3.13'.split()
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
-serve_requirements = cfg.get('serve_requirements', '').split()   # `ddpm_course serve` and `export` (chapter 12)
+serve_requirements = cfg.get('serve_requirements', '').split()   # `ddpm_course serve` and `export` (chapters 19 and 20)
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -36,7 +36,7 @@ setuptools.setup(
     keywords=cfg['keywords'],
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data=True,
-    package_data={cfg['lib_name']: ['cli_help.json']},   # the saved --help texts (chapter 15)
+    package_data={cfg['lib_name']: ['serve_page.html']},   # the service's page (chapter 20)
     install_requires=requirements,
     extras_require={'serve': serve_requirements, 'dev': dev_requirements},
     python_requires='>=' + min_python,

@@ -33,14 +33,17 @@ warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
 import seed_reference as seed                                          # noqa: E402
 from ddpm_course.models import make_unet                               # noqa: E402
 from ddpm_course.schedules import make_schedule, q_sample              # noqa: E402
-from ddpm_course.training import weighted_mse, drop_labels                 # noqa: E402
-from ddpm_course.diffusion import Diffusion, resolve_precision, autocast_for, graph_breaks, cpu_has_bf16   # noqa: E402
-from ddpm_course.training import DDPMCallback                              # noqa: E402
+from ddpm_course.training import weighted_mse, DDPMCallback            # noqa: E402
+from ddpm_course.conditional import drop_labels                        # noqa: E402
+from ddpm_course.diffusion import Diffusion                            # noqa: E402
+from ddpm_course.machine import resolve_precision, autocast_for, cpu_has_bf16   # noqa: E402
+from ddpm_course.speed import graph_breaks                             # noqa: E402
 from ddpm_course.sampling import sample_step, timesteps_for, respace_schedule   # noqa: E402
-from ddpm_course.data import load_images                                    # noqa: E402
+from ddpm_course.guidance import guided                                # noqa: E402
+from ddpm_course.data import load_images                               # noqa: E402
 from ddpm_course.ema import EMA                                        # noqa: E402
 from ddpm_course.sampling import sample, start_noise                   # noqa: E402
-from ddpm_course.data import to_unit, to_uint8                          # noqa: E402
+from ddpm_course.core import to_unit, to_uint8                         # noqa: E402
 
 NUM_CLASSES, T = 10, 1000
 aten = torch.ops.aten
@@ -195,6 +198,11 @@ class CourseTrainer:
         self.ema.update(self.model)
         self.lr_sched.step()
 
+def training_batch(ddpm, x0, y, t, eps, p_uncond, null_class):
+    "DDPMCallback's (xb, yb) of a training step, with LabelDropout's per-sample label dropout to the null class (chapter 10)"
+    (x_t, t, y), yb = ddpm.make_batch(x0, y, t, eps)
+    return (x_t, t, drop_labels(y, p_uncond, null_class)), yb
+
 # ---------------------------------------------------------------------------------------------- graph breaks
 def graph_break_table(device) -> str:
     "Graph breaks of the hot paths under torch._dynamo.explain (traced, not compiled), for the `seed` preset at 32x32"
@@ -203,17 +211,17 @@ def graph_break_table(device) -> str:
     sched = make_schedule('cosine', T).to(device)
     x0, y = torch.rand(4, 3, 32, 32, device=device) * 2 - 1, torch.randint(0, NUM_CLASSES, (4,), device=device)
     t = torch.randint(0, T, (4,), device=device)
-    ddpm = DDPMCallback(sched, 'v', p_uncond=0.1).setup(net)
+    ddpm = DDPMCallback(sched, 'v').setup(net)
     def train_step(x0, y):
-        xb, yb = ddpm.make_batch(x0, y, torch.randint(0, T, (len(x0),), device=x0.device), torch.randn_like(x0))
+        xb, yb = training_batch(ddpm, x0, y, torch.randint(0, T, (len(x0),), device=x0.device), torch.randn_like(x0), 0.1, net.null_class)
         return weighted_mse(net(*xb), *yb)
-    d, ts = Diffusion(net.eval(), sched, 'v'), timesteps_for(T, 50)
+    d, ts = guided(Diffusion(net.eval(), sched, 'v'), 3.), timesteps_for(T, 50)
     sub = respace_schedule(sched, ts).to(device)
     cases = [('UNet forward', lambda: graph_breaks(net, x0, t, y)),
              ('training step: noising, forward, loss', lambda: graph_breaks(train_step, x0, y)),
-             ('DDIM step with guidance 3', lambda: graph_breaks(lambda x: sample_step(d, x, 10, ts, y, 3.), x0)),
-             ('DDIM step, eta = 1', lambda: graph_breaks(lambda x: sample_step(d, x, 10, ts, y, 3., eta=1.), x0)),
-             ('DDPM step (strided) with guidance 3', lambda: graph_breaks(lambda x: sample_step(d, x, 10, ts, y, 3., 'ddpm', sub), x0))]
+             ('DDIM step with guidance 3', lambda: graph_breaks(lambda x: sample_step(d, x, 10, ts, y), x0)),
+             ('DDIM step, eta = 1', lambda: graph_breaks(lambda x: sample_step(d, x, 10, ts, y, eta=1.), x0)),
+             ('DDPM step (strided) with guidance 3', lambda: graph_breaks(lambda x: sample_step(d, x, 10, ts, y, 'ddpm', sub), x0))]
     lines = [f"Graph breaks under torch._dynamo.explain (`seed` preset, 32x32, {device}):", '', '| hot path | graph breaks | reasons |', '|---|---|---|']
     for name, f in cases:
         n, reasons = f()
@@ -235,7 +243,7 @@ def precision_compare(precisions, device, steps: int, sample_steps: int, log) ->
         resolve_precision(prec, device)
         torch.manual_seed(0)
         net = make_unet('small', c_in=1, img_size=(16, 16), num_classes=NUM_CLASSES).to(device)
-        ddpm = DDPMCallback(sched, 'v', p_uncond=0.1).setup(net)
+        ddpm = DDPMCallback(sched, 'v').setup(net)
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2, fused=device.type in ('cuda', 'cpu'))
         scaler = torch.amp.GradScaler(device.type, enabled=prec == 'fp16')      # fp16 needs one; bf16 and fp32 do not
         gen = torch.Generator().manual_seed(1)
@@ -243,7 +251,7 @@ def precision_compare(precisions, device, steps: int, sample_steps: int, log) ->
             idx = tr[torch.randint(0, len(tr), (32,), generator=gen)]
             x0, yb = x[idx].to(device), y[idx].to(device)
             t, eps = torch.randint(0, T, (32,), generator=gen).to(device), torch.randn(32, 1, 16, 16, generator=gen).to(device)
-            xb, tb = ddpm.make_batch(x0, yb, t, eps)
+            xb, tb = training_batch(ddpm, x0, yb, t, eps, 0.1, net.null_class)
             with autocast_for(device, prec): pred = net(*xb)
             loss = weighted_mse(pred.float(), *tb)
             opt.zero_grad(set_to_none=True); scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
@@ -254,15 +262,15 @@ def precision_compare(precisions, device, steps: int, sample_steps: int, log) ->
         sync(device); step_s = (time.perf_counter() - t0) / (steps - 2)
         net.eval()
         with torch.no_grad(), autocast_for(device, prec):
-            xb, tb = ddpm.make_batch(x[va].to(device), y[va].to(device), vt, veps, training=False)
+            xb, tb = ddpm.make_batch(x[va].to(device), y[va].to(device), vt, veps)          # (validation: no label dropout)
             vloss = weighted_mse(net(*xb).float(), *tb).item()
-        d = Diffusion(net, sched, 'v')
+        d = guided(Diffusion(net, sched, 'v'))                               # labels, guidance DEFAULT_GUIDANCE (3)
         labels = torch.arange(32) % NUM_CLASSES
         xT = start_noise((32, 1, 16, 16), torch.Generator().manual_seed(2), device)
         sync(device); t0 = time.perf_counter()
-        samples[prec] = sample(d, labels=labels, x_T=xT, steps=sample_steps, precision=prec).cpu()
+        with autocast_for(d.device, prec): samples[prec] = sample(d, labels=labels, x_T=xT, steps=sample_steps).cpu()
         sync(device); sample_s = time.perf_counter() - t0
-        samples[prec, 'fp32-sampled'] = sample(d, labels=labels, x_T=xT, steps=sample_steps, precision='fp32').cpu()
+        with autocast_for(d.device, 'fp32'): samples[prec, 'fp32-sampled'] = sample(d, labels=labels, x_T=xT, steps=sample_steps).cpu()
         res[prec] = dict(step_ms=step_s * 1000, img_s=32 / step_s, valid_loss=vloss, sample_s=sample_s)
         log(f"    {prec}: {res[prec]}")
     base = precisions[0]
@@ -353,7 +361,7 @@ def course_sample(model, y, img_size, device, steps, guidance, autocast, channel
     x_T = start_noise((len(y), 3, img_size, img_size), device=device)
     if channels_last: x_T = x_T.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast():
-        return to_uint8(to_unit(sample(d, labels=y, guidance=guidance, sampler='ddim', steps=steps, x_T=x_T)))
+        return to_uint8(to_unit(sample(guided(d, guidance), labels=y, sampler='ddim', steps=steps, x_T=x_T)))
 
 def measure_sampling(args, device, mem, log=print):
     S, n = args.sample_size, args.sample_n
@@ -478,11 +486,11 @@ def markdown(results, args) -> str:
     ]
     if sm:
         notes.append(f"Sampling: untrained weights (speed does not depend on them), labels 0..{sm['n'] - 1}, guidance {sm['guidance']:g} "
-                     "(the seed's cfg_scale: one conditional and one unconditional call per step; the course's Diffusion.guided: one call on "
+                     "(the seed's cfg_scale: one conditional and one unconditional call per step; the course's guided model (chapter 09): one call on "
                      "a doubled batch), torch.inference_mode(), " + ('bf16 autocast for the course, fp32 for the seed (it has no autocast)'
                                                                      if dev.startswith('cuda') else 'fp32') + ". "
                      + ("The seed's time is extrapolated linearly in steps from the steps actually run (--seed-sample-steps). " if sm['seed'].get('extrapolated') else '')
-                     + f"The course's step count ({args.course_steps}) is a flag; whether its FID is no worse than the seed's 1000 steps is measured in chapters 09 and 10, not here.")
+                     + f"The course's step count ({args.course_steps}) is a flag; whether its FID is no worse than the seed's 1000 steps is measured in chapters 10 and 11, not here.")
     loads = [float(v.split()[0]) for v in (results['loadavg_start'], results['loadavg_end']) if v]
     if loads and not dev.startswith('cuda') and max(loads) > 2:
         notes.append(f"CPU figures taken on a shared, loaded machine (1-minute load average {results['loadavg_start'].split()[0]} at start, "

@@ -1,5 +1,5 @@
-"""Inpainting and SDEdit on a trained run, judged (chapter 11): the top halves of the held-out images completed by
-RePaint without a label and with the true one, read by the run's judge (chapter 10), against the real images, the top
+"""Inpainting and SDEdit on a trained run, judged (chapter 13): the top halves of the held-out images completed by
+RePaint without a label and with the true one, read by the run's judge (chapter 21), against the real images, the top
 halves alone and guessing; then held-out images of one class redrawn as another by SDEdit, by strength. Prints the
 tables, writes bench/editing.{json,md} and two pictures, nbs/images/inpaint_default.png and nbs/images/sdedit_default.png.
 
@@ -11,10 +11,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('MPLBACKEND', 'Agg')
 import torch
-from ddpm_course.data import resolve_device, classify, to_unit, save_grid
+from ddpm_course.core import resolve_device, to_unit, save_grid
+from ddpm_course.data import classify
 from ddpm_course.runs import load_run
 from ddpm_course.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS
-from ddpm_course.evaluation import run_classifier
+from ddpm_course.scoring import run_classifier
 from ddpm_course.editing import inpaint, sdedit, REPAINT_STEPS, REPAINT_JUMP, REPAINT_RESAMPLE
 
 

@@ -11,8 +11,9 @@ CHILD = r'''
 import json, sys, time
 t0 = time.time()
 from ddpm_course.data import load_folder
+from ddpm_course.speed import cached_decode
 t1 = time.time()
-x, y, classes = load_folder(sys.argv[1], int(sys.argv[2]))
+x, y, classes = load_folder(sys.argv[1], int(sys.argv[2]), cache=cached_decode)
 t2 = time.time()
 hwm = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM'))
 print(json.dumps(dict(import_s=t1 - t0, load_s=t2 - t1, peak_rss_mib=hwm / 1024, n=len(x), shape=list(x.shape[1:]), mib=x.numel() / 2**20)))
@@ -26,7 +27,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('folder'); p.add_argument('--size', type=int, default=32)
     a = p.parse_args()
-    from ddpm_course.data import cache_dir
+    from ddpm_course.speed import cache_dir
     shutil.rmtree(cache_dir(Path(a.folder)), ignore_errors=True)
     rows = [('cold: decode every file, write the cache', run(a.folder, a.size)), ('warm: read the cache', run(a.folder, a.size))]
     cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor())

@@ -4,7 +4,7 @@
 #   2. bench/bench.py: the seed code against the course at 32x32 and 64x64, eager and compiled, and sampling
 #   3. the graph breaks of the hot paths, and fp32 / bf16 / fp16 side by side on the default job's model
 #   4. the default job (make train's) on the GPU, its samples judged by chapter 01's classifier
-#   5. the gpu-flagged notebook cells (chapters 08 and 09)
+#   5. the gpu-flagged notebook cells (chapters 10 and 20)
 # and writes bench/results_gpu.json (the numbers) and bench/results_gpu.md (the tables), with whatever steps finished
 # (the most important first); a failed step is named at the end, and the others still run.
 #
@@ -87,8 +87,8 @@ step "5. the gpu-flagged notebook cells"
 if [ "$DEVICE" = cpu ]; then   # (the gpu cells need CUDA: the rehearsal runs the two notebooks without them, which proves the runner)
   run $NBDEV_TEST --path nbs/04_ema.ipynb; ok $? notebooks
 else
-  run $NBDEV_TEST --flags gpu --path nbs/08_unconditional.ipynb; ok $? notebook-08
-  run $NBDEV_TEST --flags gpu --path nbs/09_conditional.ipynb; ok $? notebook-09
+  run $NBDEV_TEST --flags gpu --path nbs/10_conditional.ipynb; ok $? notebook-10
+  run $NBDEV_TEST --flags gpu --path nbs/20_trainer.ipynb; ok $? notebook-20
 fi
 
 step "6. results"

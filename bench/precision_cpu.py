@@ -15,10 +15,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from ddpm_course.data import get_dls, train_classifier, classify, to_unit, to_uint8, class_rows   # noqa: E402
-from ddpm_course.diffusion import autocast_for, cpu_has_bf16                                    # noqa: E402
+from ddpm_course.data import get_dls, train_classifier, classify                                 # noqa: E402
+from ddpm_course.core import to_unit, to_uint8, class_rows                                      # noqa: E402
+from ddpm_course.machine import autocast_for, cpu_has_bf16                                      # noqa: E402
 from ddpm_course.runs import load_run                                                            # noqa: E402
 from ddpm_course.sampling import sample                                                          # noqa: E402
+from ddpm_course.guidance import guided                                                          # noqa: E402
 from fastai.torch_core import set_seed                                                           # noqa: E402
 
 
@@ -26,7 +28,9 @@ def timed(d, n, prec, reps):
     y = torch.arange(n) % 10
     ts = []
     for r in range(reps):
-        t0 = time.perf_counter(); sample(d, labels=y, seed=r, precision=prec); ts.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        with autocast_for(d.device, prec): sample(guided(d), labels=y, seed=r)     # guidance DEFAULT_GUIDANCE (3)
+        ts.append(time.perf_counter() - t0)
     return float(np.median(ts))
 
 
@@ -47,7 +51,8 @@ def main():
     set_seed(0); judge = train_classifier(get_dls('digits', bs=128, device='cpu'), epochs=8)
     y = class_rows(10, a.per_class); xs = {}
     for prec in ('fp32', 'bf16'):
-        xs[prec] = to_unit(sample(d, labels=y, seed=123, bs=100, precision=prec))
+        with autocast_for(d.device, prec): x = sample(guided(d), labels=y, seed=123, bs=100)
+        xs[prec] = to_unit(x)
     acc = {k: (classify(judge, x) == y).float().mean().item() for k, x in xs.items()}
     lv = (to_uint8(xs['fp32']).int() - to_uint8(xs['bf16']).int()).abs()
     dist = dict(max_abs=(xs['fp32'] - xs['bf16']).abs().max().item() * 2, mean_abs=(xs['fp32'] - xs['bf16']).abs().mean().item() * 2,

@@ -18,8 +18,11 @@ import numpy as np
 import torch
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
-from ddpm_course.data import ImageDataset, train_classifier, balanced_subset, per_class_grid, save_grid, set_threads, classify, class_rows
-from ddpm_course.diffusion import Diffusion, load_safetensors, DEFAULT_GUIDANCE
+from ddpm_course.data import ImageDataset, train_classifier, balanced_subset, per_class_grid, classify
+from ddpm_course.core import save_grid, class_rows
+from ddpm_course.machine import set_threads
+from ddpm_course.diffusion import Diffusion, load_safetensors
+from ddpm_course.guidance import DEFAULT_GUIDANCE
 from ddpm_course.runs import read_config
 from ddpm_course.evaluation import features_of, fid_from_features, kid, sample_set, score_samples
 

@@ -1,4 +1,4 @@
-"""The service of chapter 12 on a trained run, measured: throughput and p50/p95 latency at 1, 4 and 16 concurrent
+"""The service of chapter 23 on a trained run, measured: throughput and p50/p95 latency at 1, 4 and 16 concurrent
 clients with micro-batching and without it (and on the ONNX export), the ONNX export's agreement with PyTorch and its
 speed, and a screenshot of the page in Debian's Chromium. Prints tables; writes bench/serve.{json,md},
 nbs/images/serve_latency.png and nbs/images/serve_page.png.
@@ -11,25 +11,22 @@ labels 0-9 in turn, a new seed each, the default sampler and steps, guidance 3.
 """
 import argparse, json, os, platform, sys, time
 from pathlib import Path
+from hostinfo import cpu_name
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT/'tests'))      # harness.py: the service run and measured from the outside (not in the package)
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('MPLBACKEND', 'Agg')
 import numpy as np
 import torch
 import matplotlib.pyplot as plt
-from ddpm_course.data import to_uint8, to_unit, class_rows
+from ddpm_course.core import to_uint8, to_unit, class_rows
 from ddpm_course.runs import load_run
 from ddpm_course.sampling import sample, DEFAULT_SAMPLER, DEFAULT_STEPS
-from ddpm_course.deploy import (ServeProcess, load_test, export_onnx, load_onnx, check_onnx_agrees, onnx_inputs,
-                                Denoiser, OnnxNet, ONNX_FILE)
+from ddpm_course.guidance import guided
+from ddpm_course.export import export_onnx, load_onnx, check_onnx_agrees, onnx_inputs, Denoiser, OnnxNet, ONNX_FILE
+from harness import ServeProcess, load_test
 
 
-def cpu_name() -> str:
-    try:
-        for line in open('/proc/cpuinfo'):
-            if line.startswith('model name'): return line.split(':', 1)[1].strip()
-    except OSError: pass
-    return platform.processor() or platform.machine()
 
 
 def timed(fn, repeat: int) -> float:
@@ -89,7 +86,8 @@ def main():
     do = load_onnx(run/'onnx')
     agree = check_onnx_agrees(d, do.net.session, batches=(1, 2, 20, 200))
     y = class_rows(10, 10)
-    x_pt, x_ox = sample(d, labels=y, seed=0), sample(do, labels=y, seed=0)
+    gd, gdo = guided(d), guided(do)                         # labels with the default guidance (3), as the service samples them
+    x_pt, x_ox = sample(gd, labels=y, seed=0), sample(gdo, labels=y, seed=0)
     lv = (to_uint8(to_unit(x_pt)).int() - to_uint8(to_unit(x_ox)).int()).abs()
     sampling_agree = dict(max_abs=(x_pt - x_ox).abs().max().item(), max_levels=int(lv.max()), pixels_moved=(lv > 0).float().mean().item())
     speed, net = [], Denoiser(d.net).eval()
@@ -99,11 +97,11 @@ def main():
         t_ox = timed(lambda: do.net(*ins), 20 if n < 200 else 5)
         speed.append(dict(what=f"denoiser, batch {n}", torch_ms=1000 * t_pt, onnx_ms=1000 * t_ox))
     for n in (1, 100):
-        t_pt = timed(lambda: sample(d, labels=y[:n], seed=0), 3); t_ox = timed(lambda: sample(do, labels=y[:n], seed=0), 3)
+        t_pt = timed(lambda: sample(gd, labels=y[:n], seed=0), 3); t_ox = timed(lambda: sample(gdo, labels=y[:n], seed=0), 3)
         speed.append(dict(what=f"sample {n} image{'s' if n > 1 else ''} ({DEFAULT_SAMPLER}, {DEFAULT_STEPS} calls, guided)", torch_ms=1000 * t_pt, onnx_ms=1000 * t_ox))
     for r in speed: print(f"{r['what']:48} torch {r['torch_ms']:8.1f} ms   onnxruntime {r['onnx_ms']:8.1f} ms   ({r['torch_ms'] / r['onnx_ms']:.2f}x)", flush=True)
     print(f"export {export_s:.0f} s; agreement {agree}; sampling {sampling_agree}", flush=True)
-    del d, do
+    del d, do, gd, gdo
 
     # the load: torch with and without micro-batching, and the ONNX export with it
     rows = []

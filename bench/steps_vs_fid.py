@@ -1,6 +1,6 @@
 """Steps against quality on a trained run: FID, KID and class accuracy against the number of model calls, for DDIM,
-DPM-Solver++(2M) and Heun (chapter 06), every setting sampled from the same noise and judged by the run's classifier
-(chapter 10). Prints a table, writes bench/steps_vs_fid.{json,md} and nbs/images/steps_vs_fid.png, and names the fewest
+DPM-Solver++(2M) and Heun (chapter 07), every setting sampled from the same noise and judged by the run's classifier
+(chapter 21). Prints a table, writes bench/steps_vs_fid.{json,md} and nbs/images/steps_vs_fid.png, and names the fewest
 calls that match DDIM-100's FID: within the spread of DDIM-100's FID over two seeds of its noise.
 
     python bench/steps_vs_fid.py --run runs/default            # after `make train`; about 20 min on a 2-core CPU
@@ -12,11 +12,12 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault('MPLBACKEND', 'Agg')
 import torch
 import matplotlib.pyplot as plt
-from ddpm_course.data import resolve_device
-from ddpm_course.diffusion import DEFAULT_GUIDANCE
+from ddpm_course.core import resolve_device
+from ddpm_course.guidance import DEFAULT_GUIDANCE
 from ddpm_course.sampling import model_calls
 from ddpm_course.runs import load_run
-from ddpm_course.evaluation import run_classifier, real_features, dataset_floor, evaluate, format_rows
+from ddpm_course.scoring import run_classifier
+from ddpm_course.evaluation import real_features, dataset_floor, evaluate, format_rows
 
 LABELS = {'ddim': 'DDIM', 'dpmpp_2m': 'DPM-Solver++(2M)', 'heun': 'Heun (Karras)'}
 

@@ -47,7 +47,7 @@ def main():
     env.pop('DDPM_CPU_BF16', None)
     sys.path.insert(0, str(ROOT))
     from ddpm_course.data import cache_root
-    from ddpm_course.diffusion import cpu_has_bf16
+    from ddpm_course.machine import cpu_has_bf16
     if a.fresh: shutil.rmtree(cache_root(), ignore_errors=True)
     other = str(int(not cpu_has_bf16()))
     tmp = Path(tempfile.mkdtemp())

@@ -9,7 +9,7 @@ Data: the built-in digits at 32x32 (offline), the same 90/10 split as `get_dls('
   `UNet_conditional` (15.7 M parameters at 1 channel), MSE on eps, t in [1, T), label dropout of the whole batch with
   probability 0.1, AdamW (lr 5e-3, weight decay 0.001) with OneCycleLR over the budget, `EMA(0.995)` (a plain copy for
   its first 2000 steps), batch 10 (the reference repository's default), fp32.
-- **course**: `ddpm_course.training.train` with the defaults the command line uses for 32 px images (the `mini` preset,
+- **course**: `ddpm_course.trainer.train` with the defaults the command line uses for 32 px images (the `mini` preset,
   conditional, v-prediction, cosine schedule, EMA 0.999, batch 32, AdamW, one-cycle), its length in steps set from the
   budget and its measured speed.
 
@@ -31,11 +31,13 @@ import torch.nn as nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT/'bench')); sys.path.insert(0, str(ROOT/'tests')); sys.path.insert(0, str(ROOT))
 import seed_reference as seed                                            # noqa: E402
-from ddpm_course.data import load_images, split, get_dls, train_classifier, classify, set_threads, balanced_subset   # noqa: E402
+from ddpm_course.data import load_images, split, get_dls, train_classifier, classify, balanced_subset   # noqa: E402
+from ddpm_course.machine import set_threads                             # noqa: E402
 from ddpm_course.schedules import make_schedule                         # noqa: E402
 from ddpm_course.diffusion import Diffusion                             # noqa: E402
 from ddpm_course.ema import EMACallback                                 # noqa: E402
-from ddpm_course.training import TrainConfig, train                     # noqa: E402
+from ddpm_course.settings import TrainConfig                            # noqa: E402
+from ddpm_course.trainer import train                                   # noqa: E402
 from ddpm_course.runs import read_config                                # noqa: E402
 from ddpm_course.evaluation import features_of, fid_from_features, kid, sample_set  # noqa: E402
 from fastai.callback.core import Callback, CancelFitException          # noqa: E402

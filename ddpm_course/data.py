@@ -21,15 +21,13 @@ with warnings.catch_warnings():    # fastai 2.8 marks a few layers with torch.ji
     from fastai.optimizer import Adam
     from fastai.metrics import accuracy
     import fastai.callback.schedule     # fit_one_cycle; imported here, not when first used: an import must not draw from a seeded RNG
-    from fastai.torch_core import default_device
 from torch import nn
+from .core import resolve_device, to_unit, to_model_range, to_uint8, image_grid, save_grid, class_rows, GRID_MIN_PX   # (chapter 00)
 
 # %% auto #0
-__all__ = ['TORCH_THREADS', 'SHAPES', 'IMG_EXTS', 'GRAY_MODES', 'CACHE_DIR', 'LOUD_FILES', 'DATASETS', 'GRID_MIN_PX', 'LABEL_PX',
-           'ImageDataset', 'to_unit', 'to_model_range', 'resolve_device', 'busy_cores', 'set_threads', 'check_size',
-           'nearest_size', 'load_digits_images', 'to_uint8', 'draw_shape', 'make_shapes', 'folder_files', 'folder_key',
-           'cache_dir', 'load_folder', 'load_torchvision', 'resolve_dataset', 'load_images', 'balanced_subset', 'split',
-           'EpochDL', 'get_dls', 'show_images', 'grid_cols', 'label_strip', 'image_grid', 'save_grid', 'class_rows',
+__all__ = ['SHAPES', 'IMG_EXTS', 'GRAY_MODES', 'DATASETS', 'ImageDataset', 'check_size', 'nearest_size', 'load_digits_images',
+           'draw_shape', 'make_shapes', 'folder_files', 'decode_folder', 'load_folder', 'load_torchvision',
+           'resolve_dataset', 'load_images', 'balanced_subset', 'split', 'EpochDL', 'get_dls', 'show_images',
            'per_class_grid', 'SmallClassifier', 'wants_bars', 'EpochLog', 'train_classifier', 'classify', 'cache_root',
            'source_key', 'cached', 'cached_judge']
 
@@ -42,43 +40,6 @@ class ImageDataset(torch.utils.data.Dataset):
         self.images, self.labels, self.classes = images, labels.long(), list(classes)
     def __len__(self): return len(self.images)
     def __getitem__(self, i): return self.images[i].float() / 127.5 - 1, self.labels[i]
-
-# %% ../nbs/01_data.ipynb #ffc325a4
-def to_unit(x: Tensor, value_range=(-1, 1)) -> Tensor:
-    "Images as float in [0, 1]: uint8 is read as 0..255, floats as `value_range` (the model's [-1, 1] by default), clamped"
-    if x.dtype == torch.uint8: return x.float() / 255
-    lo, hi = value_range
-    return ((x.detach().float() - lo) / (hi - lo)).clamp(0, 1)
-
-def to_model_range(x: Tensor, value_range=(0, 1)) -> Tensor:
-    "Images in [-1, 1], what the models and the judge are trained on, from uint8 or floats in `value_range`"
-    return to_unit(x, value_range) * 2 - 1
-
-def resolve_device(device=None) -> torch.device:
-    "`device` as a torch.device, or fastai's default when None: the current GPU when there is one, else the CPU"
-    return torch.device(device) if device is not None else default_device()
-
-TORCH_THREADS = torch.get_num_threads()         # PyTorch's default when this module was first imported: one per physical core
-
-def busy_cores(seconds: float = 0.3) -> float | None:
-    "How many of this machine's cores other programs keep busy right now, from /proc/stat over `seconds` (None where there is none)"
-    def read():
-        try: f = [int(v) for v in Path('/proc/stat').read_text().split('\n', 1)[0].split()[1:]]
-        except (OSError, ValueError): return None
-        return f[3] + (f[4] if len(f) > 4 else 0), sum(f)          # (idle + iowait, all) jiffies of all cores
-    a = read(); time.sleep(seconds); b = read()
-    if a is None or b is None or b[1] <= a[1]: return None
-    return (os.cpu_count() or 1) * (1 - (b[0] - a[0]) / (b[1] - a[1]))
-
-def set_threads(n: int | None = None) -> int:
-    "Set PyTorch's CPU threads: `n`, or OMP_NUM_THREADS when set, or one per core that no other program keeps busy (at least 1)"
-    if n is None and os.environ.get('OMP_NUM_THREADS'): n = torch.get_num_threads()   # (the user's choice, e.g. `make test`'s)
-    if n is None:
-        cores, busy = TORCH_THREADS, busy_cores()                       # torch's default: one thread per physical core
-        n = cores if busy is None else max(1, min(cores, round(cores - busy)))
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"threads must be a whole number of at least 1, got {n!r}")
-    torch.set_num_threads(n)
-    return n
 
 # %% ../nbs/01_data.ipynb #175244f5
 def check_size(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -104,11 +65,6 @@ def load_digits_images(size: int | tuple[int, int] = 16) -> tuple[Tensor, Tensor
     x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16      # (N, 1, 8, 8) in [0, 1]
     x = F.interpolate(x, size=(h, w), mode='bilinear', align_corners=False)
     return to_uint8(x), torch.tensor(d.target), [str(i) for i in range(10)]
-
-# %% ../nbs/01_data.ipynb #18bc095a
-def to_uint8(x: Tensor) -> Tensor:
-    "Float images in [0, 1] to uint8, rounding to the nearest level (not truncating)"
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 # %% ../nbs/01_data.ipynb #e78442d9
 SHAPES = ['circle', 'square', 'triangle', 'cross']
@@ -165,9 +121,6 @@ def _fit(img: Image.Image, h: int, w: int, resample=Image.BICUBIC) -> Image.Imag
 
 # %% ../nbs/01_data.ipynb #be5fd881
 GRAY_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'F')     # PIL modes read as grayscale
-CACHE_DIR = '.ddpm_course'                          # the cache of a folder's decoded images, inside the folder
-LOUD_FILES = 2000                                   # decoding more files than this says so, with the time it took
-
 def folder_files(path: Path) -> tuple[list[tuple[Path, int]], list[str]]:
     "[(file, label)] and class names of `path/<class>/*` (or `path/*`: one class); hidden folders are not classes"
     classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith('.') and _image_files(d))
@@ -175,22 +128,7 @@ def folder_files(path: Path) -> tuple[list[tuple[Path, int]], list[str]]:
     if not files: classes, files = [path.name], [(p, 0) for p in _image_files(path)]
     return files, classes
 
-def folder_key(path: Path, files: list[tuple[Path, int]], h: int, w: int, channels: int | None) -> str:
-    "A name for the decoded folder: the size and channels asked for, and a hash of every file's path, label, size and mtime"
-    import hashlib
-    hsh = hashlib.sha1(f"{h}x{w} c{channels}".encode())
-    for f, i in files:
-        st = f.stat(); hsh.update(f"{f.relative_to(path)}\0{i}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return f"{h}x{w}_c{channels or 'auto'}_{hsh.hexdigest()[:16]}"
-
-def cache_dir(path: Path) -> Path:
-    "Where the cache of `path` goes: inside it when it is writable, else under ~/.cache/ddpm_course (XDG_CACHE_HOME)"
-    if os.access(path, os.W_OK | os.X_OK): return path/CACHE_DIR
-    import hashlib
-    home = Path(os.environ.get('XDG_CACHE_HOME', Path.home()/'.cache'))
-    return home/'ddpm_course'/hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
-
-def _decode(files: list[tuple[Path, int]], h: int, w: int, channels: int | None) -> np.ndarray:
+def decode_folder(files: list[tuple[Path, int]], h: int, w: int, channels: int | None) -> np.ndarray:
     "Decode and fit every file: (N, H, W, C) uint8. Without `channels`: 1 if every image is grayscale, else 3"
     arrs, gray = [], []
     for p, _ in files:
@@ -201,45 +139,17 @@ def _decode(files: list[tuple[Path, int]], h: int, w: int, channels: int | None)
         arrs = [np.repeat(a[..., None], 3, -1) if g else a for a, g in zip(arrs, gray)]
     return np.stack([a if a.ndim == 3 else a[..., None] for a in arrs])
 
-def _read_cache(f: Path):
-    try:
-        with np.load(f, allow_pickle=False) as z: return z['images'], z['labels'], [str(c) for c in z['classes']]
-    except Exception: return None                # unreadable (another version, a disk error): decode again
-
-def _write_cache(f: Path, arr: np.ndarray, labels: np.ndarray, classes: list[str]) -> bool:
-    "Write the cache atomically, replacing the older caches of the same size; False where it cannot be written"
-    tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
-    try:
-        f.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, 'wb') as fh: np.savez(fh, images=arr, labels=labels, classes=np.array(classes, dtype=str))
-        os.replace(tmp, f)
-        for old in f.parent.glob(f.name.rsplit('_', 1)[0] + '_*.npz'):
-            if old != f: old.unlink(missing_ok=True)
-        return True
-    except OSError:
-        try: tmp.unlink(missing_ok=True)
-        except OSError: pass
-        return False                             # (a full disk, a read-only home: the images are still decoded)
-
 def load_folder(path: str | Path, size: int | tuple[int, int] = 32, channels: int | None = None,
-                cache: bool = True) -> tuple[Tensor, Tensor, list[str]]:
-    "Images of `path/<class>/*` (or `path/*`: one class) as uint8 (N, C, H, W), labels and class names; decoded once, then cached"
+                cache=None) -> tuple[Tensor, Tensor, list[str]]:   # cache(path, files, h, w, channels) -> (N, H, W, C) uint8: a store of decoded folders (chapter 18)
+    "Images of `path/<class>/*` (or `path/*`: one class) as uint8 (N, C, H, W), labels and class names"
     path, (h, w) = Path(path), check_size(size)
     if not path.is_dir(): raise FileNotFoundError(f"folder {path} does not exist; put your images in {path}/<class>/*.png (one subfolder per class)")
     if channels not in (None, 1, 3): raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
     files, classes = folder_files(path)
     if not files: raise ValueError(f"{path} holds no images; expected {path}/<class>/*.png or *.jpg (extensions: {sorted(IMG_EXTS)})")
-    f = cache_dir(path)/f"{folder_key(path, files, h, w, channels)}.npz" if cache else None
-    hit = _read_cache(f) if f is not None and f.exists() else None
-    if hit is not None and hit[2] == classes and len(hit[1]) == len(files): arr, labels, _ = hit
-    else:
-        loud, t0 = len(files) > LOUD_FILES, time.time()
-        if loud: print(f"decoding {len(files):,} images of {path} at {h}x{w} (once: they are cached for the next run)", flush=True)
-        arr, labels = _decode(files, h, w, channels), np.array([i for _, i in files], dtype=np.int64)
-        kept = cache and _write_cache(f, arr, labels, classes)
-        if loud: print(f"decoded in {time.time() - t0:.0f} s" + (f"; cached in {f}" if kept else "; the cache could not be written"), flush=True)
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-    return x, torch.from_numpy(labels), classes
+    arr = cache(path, files, h, w, channels) if cache is not None else decode_folder(files, h, w, channels)
+    labels = torch.tensor([i for _, i in files], dtype=torch.int64)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(), labels, classes
 
 # %% ../nbs/01_data.ipynb #032bd12c
 _TV_DATASETS = {
@@ -282,7 +192,8 @@ def resolve_dataset(name: str | Path, root: str | Path = 'data') -> str:
     return str(p.resolve()) if p.exists() else str(name)
 
 def load_images(name: str | Path = 'digits', size: int | tuple[int, int] | None = None, channels: int | None = None,
-                n: int | None = None, root: str | Path = 'data', seed: int = 0, download: bool = True) -> tuple[Tensor, Tensor, list[str]]:
+                n: int | None = None, root: str | Path = 'data', seed: int = 0, download: bool = True,
+                folder_cache=None) -> tuple[Tensor, Tensor, list[str]]:   # a store of decoded folders for `load_folder` (chapter 18)
     "Images (uint8, N C H W), labels and class names of a dataset in `DATASETS` or a folder of images"
     if size is None: size = 16 if name == 'digits' else 32
     if name == 'digits': x, y, classes = load_digits_images(size)
@@ -293,7 +204,7 @@ def load_images(name: str | Path = 'digits', size: int | tuple[int, int] | None 
         if not p.exists() and len(p.parts) == 1 and not str(name).startswith('.'):
             raise ValueError(f"unknown dataset {str(name)!r}: choose one of {DATASETS}, or give a folder of images "
                              f"(such as {Path(root)/'<name>'} holding <class>/*.png)")
-        x, y, classes = load_folder(p, size, channels)
+        x, y, classes = load_folder(p, size, channels, folder_cache)
     if channels is not None and x.shape[1] != channels:
         if {x.shape[1], channels} != {1, 3}: raise ValueError(f"cannot turn {x.shape[1]}-channel images into {channels} channels; use 1 or 3")
         x = x.expand(-1, 3, -1, -1).contiguous() if channels == 3 else x.float().mul(torch.tensor([.299, .587, .114])[:, None, None]).sum(1, keepdim=True).round().to(torch.uint8)
@@ -339,11 +250,12 @@ def get_dls(name: str | Path = 'digits',    # a name in `DATASETS`, or a folder 
             seed: int = 42,                # seed of the split (and of the drawn shapes)
             root: str | Path = 'data',     # where folders and downloads live
             download: bool = True,         # may FashionMNIST / CIFAR-10 be downloaded?
-            device=None,                   # where batches go; fastai's default device when None
+            device=None,                   # where batches go; the GPU when there is one, when None
+            folder_cache=None,             # a store of decoded folders (chapter 18's, for the command line)
             ) -> DataLoaders:
     "fastai `DataLoaders` of images in [-1, 1], (B, C, H, W), and integer labels (B,), with `vocab`, `c`, `n_channels`, `img_size`"
     if not isinstance(bs, (int, np.integer)) or bs < 1: raise ValueError(f"batch size must be a whole number of at least 1, got {bs}")
-    x, y, classes = load_images(name, size, channels, n, root, seed, download)
+    x, y, classes = load_images(name, size, channels, n, root, seed, download, folder_cache)
     train_idx, valid_idx = split(len(x), valid_pct, seed)
     if len(train_idx) < 1: raise ValueError(f"{name} has {len(x)} images: too few to train on")
     if len(valid_idx) < 1:
@@ -377,50 +289,7 @@ def show_images(x: Tensor,                  # images (B, C, H, W): float in `val
     fig.tight_layout(pad=0.2)
     return fig
 
-# %% ../nbs/01_data.ipynb #8d4d0c2e
-GRID_MIN_PX = 64         # images in a PNG grid are enlarged (nearest neighbour) to at least this many pixels a side
-
-def grid_cols(n: int) -> int:
-    "Columns of a grid of `n` images: the smallest divisor of n from sqrt(n) to 2 sqrt(n), so that no row is partial; else about sqrt(n)"
-    r = math.sqrt(n)
-    return next((k for k in range(math.ceil(r), int(2 * r) + 1) if n % k == 0), math.ceil(r))
-
-LABEL_PX = 12   # height of the strip that carries an image's label in a grid
-
-def label_strip(text: str, width: int) -> Tensor:
-    "A white strip (1, LABEL_PX, width) in [0, 1] with `text` in black, cut to fit"
-    img = Image.new('L', (width, LABEL_PX), 255)
-    draw = ImageDraw.Draw(img)
-    while text and draw.textlength(text) > width - 2: text = text[:-1]
-    draw.text((1, 0), text, fill=0)
-    return torch.from_numpy(np.array(img)).float()[None] / 255
-
-def image_grid(x: Tensor, nrow: int | None = None, value_range=(-1, 1), pad: int = 2, min_px: int = GRID_MIN_PX,
-               titles: list[str] | None = None) -> Image.Image:   # a label above each image (its class, say)
-    "A PIL image of a grid of images (B, C, H, W) in `value_range`, `nrow` per row, each enlarged to at least `min_px` pixels"
-    import torchvision.utils as vutils
-    x = to_unit(x.cpu(), value_range)
-    k = max(1, math.ceil(min_px / max(x.shape[-2:])))                # 16 px digits: 4x, so that a person can see them
-    if k > 1: x = F.interpolate(x, scale_factor=k, mode='nearest')
-    if titles is not None:
-        if len(titles) != len(x): raise ValueError(f"{len(titles)} titles for {len(x)} images")
-        x = torch.cat([torch.stack([label_strip(str(t), x.shape[-1]).expand(x.shape[1], -1, -1) for t in titles]), x], dim=2)
-    g = vutils.make_grid(x, nrow=nrow or grid_cols(len(x)), padding=pad, pad_value=1.)
-    arr = to_uint8(g).permute(1, 2, 0).numpy()
-    return Image.fromarray(arr[..., 0] if x.shape[1] == 1 else arr)
-
-def save_grid(x: Tensor, path: str | Path, nrow: int | None = None, value_range=(-1, 1), min_px: int = GRID_MIN_PX,
-              titles: list[str] | None = None) -> Path:
-    "Write a grid of images (B, C, H, W) as a PNG at `path` (folders are created), each at least `min_px` pixels; returns the path"
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(x, nrow, value_range, min_px=min_px, titles=titles).save(path)
-    return path
-
 # %% ../nbs/01_data.ipynb #pcg00002
-def class_rows(num_classes: int, per_class: int) -> Tensor:
-    "Labels 0,0,..,1,1,..: `per_class` of each class, one grid row per class"
-    return torch.arange(num_classes).repeat_interleave(per_class)
-
 def per_class_grid(x: Tensor, y: Tensor, n_classes: int, k: int = 10) -> Tensor:
     "The first `k` images of each class, class by class: (n_classes * k, C, H, W); a short class is padded with black"
     rows = []

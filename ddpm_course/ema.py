@@ -9,13 +9,14 @@ from contextlib import contextmanager
 from collections import OrderedDict
 import torch
 from torch import nn, Tensor
+from .core import unwrap
 from fastcore.basics import patch
 import ddpm_course.data          # (first: chapter 01 imports fastai without its torch.jit deprecation noise, and no global filter)
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
 
 # %% auto #0
-__all__ = ['check_decay', 'ema_decay', 'unwrap', 'model_tensors', 'EMA', 'EMACallback']
+__all__ = ['check_decay', 'ema_decay', 'model_tensors', 'EMA', 'EMACallback']
 
 # %% ../nbs/04_ema.ipynb #22370f25
 def check_decay(decay: float) -> float:
@@ -33,13 +34,6 @@ def ema_decay(k: int,               # number of updates made so far
     return min(decay, (1 + k) / (10 + k)) if warmup else decay
 
 # %% ../nbs/04_ema.ipynb #c5668c5d
-def unwrap(model: nn.Module) -> nn.Module:
-    "The module inside `torch.compile`'s and DistributedDataParallel's wrappers (or `model` itself)"
-    while True:
-        inner = getattr(model, '_orig_mod', None) or (model.module if isinstance(model, nn.parallel.DistributedDataParallel) else None)
-        if inner is None: return model
-        model = inner
-
 def model_tensors(model: nn.Module) -> dict[str, Tensor]:
     "Parameters and persistent buffers of `model` by `state_dict` name: the live tensors, not copies"
     return unwrap(model).state_dict(keep_vars=True)

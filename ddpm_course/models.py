@@ -13,9 +13,8 @@ from torch import Tensor
 from .schedules import check_timestep_dtype
 
 # %% auto #0
-__all__ = ['PRESETS', 'PRESET_NOTES', 'timestep_embedding', 'TimeEmbedding', 'DoubleConv', 'Down', 'Up', 'MHAWeights',
-           'SelfAttention', 'UNetConfig', 'UNet', 'make_unet', 'n_params', 'block_shapes', 'summary',
-           'load_seed_state_dict']
+__all__ = ['PRESETS', 'timestep_embedding', 'TimeEmbedding', 'DoubleConv', 'Down', 'Up', 'MHAWeights', 'SelfAttention',
+           'UNetConfig', 'UNet', 'make_unet', 'n_params', 'block_shapes', 'summary', 'load_seed_state_dict']
 
 # %% ../nbs/03_unet_blocks.ipynb #57727069
 def timestep_embedding(
@@ -293,11 +292,6 @@ def make_unet(preset: str = 'small', **overrides) -> UNet:
 def n_params(m: nn.Module) -> int:
     "Number of parameters of `m`"
     return sum(p.numel() for p in m.parameters())
-
-# %% ../nbs/03_unet_blocks.ipynb #pre00002
-PRESET_NOTES = {'tiny': '0.09 M parameters: tests and quick checks', 'mini': '0.88 M: 16-32 px, a few minutes on a CPU',
-                'small': '3.9 M: 16-32 px, the default', 'seed': "15.7 M: 32-64 px RGB, the seed's UNet with SDPA attention",
-                'seed_ref': "23.3 M: 64 px, the seed's UNet exactly (its bottleneck too)"}
 
 # %% ../nbs/03_unet_blocks.ipynb #a58daf90
 def block_shapes(model: UNet, x_shape: tuple | None = None) -> list[tuple[str, str, tuple, int]]:

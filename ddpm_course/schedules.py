@@ -8,13 +8,13 @@ import copy, math
 import numpy as np
 import torch
 from torch import Tensor
+from .core import randn, to_device
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'PRED_TYPES', 'VARIANCES', 'check_betas', 'NoiseSchedule', 'check_T', 'betas_from_alpha_bar',
            'linear_betas', 'cosine_betas', 'sigmoid_betas', 'rescale_zero_terminal_snr', 'make_schedule', 'check_step',
-           'check_timestep_dtype', 'check_timesteps', 'to_device', 'extract', 'sample_timesteps', 'q_sample',
-           'check_pred_type', 'target_for', 'pred_to_x0', 'pred_to_eps', 'check_variance', 'ddpm_step',
-           'gaussian_denoiser']
+           'check_timestep_dtype', 'check_timesteps', 'extract', 'sample_timesteps', 'q_sample', 'check_pred_type',
+           'target_for', 'pred_to_x0', 'pred_to_eps', 'check_variance', 'ddpm_step', 'gaussian_denoiser']
 
 # %% ../nbs/02_noise_schedules.ipynb #e73015d9
 _FIELDS = ('betas', 'alphas', 'alpha_bar', 'alpha_bar_prev', 'sqrt_alpha_bar', 'sqrt_one_minus_alpha_bar', 'snr', 'log_snr',
@@ -165,12 +165,6 @@ def check_timesteps(t: Tensor | int, sched: NoiseSchedule) -> Tensor:
     if t.numel(): torch._assert_async(((t >= 0) & (t < sched.T)).all(), _timestep_msg(sched))
     return t.long()
 
-def to_device(x: Tensor, device) -> Tensor:
-    "`x` on `device`; from the CPU to a GPU through pinned memory and without blocking, so that the host never waits for the GPU"
-    device = torch.device(device)
-    if x.device.type == 'cpu' and device.type == 'cuda': return x.pin_memory().to(device, non_blocking=True)
-    return x.to(device)
-
 def extract(a: Tensor,                 # (T,) a per-step value, e.g. `sched.sqrt_alpha_bar`
             t: Tensor | int,           # timesteps, (B,) or a single int
             x: Tensor | tuple) -> Tensor:  # the images (B, C, H, W) the result must broadcast against, or their shape
@@ -182,12 +176,6 @@ def extract(a: Tensor,                 # (T,) a per-step value, e.g. `sched.sqrt
     return out.reshape(-1, *([1] * (len(shape) - 1)))
 
 # %% ../nbs/02_noise_schedules.ipynb #f9771ccf
-def _randn(shape, generator: torch.Generator | None, device) -> Tensor:
-    "Standard normal noise drawn by `generator` (on its own device, so a CPU seed gives the same noise anywhere) and moved to `device`"
-    if generator is None: return torch.randn(shape, device=device)
-    noise = torch.randn(shape, generator=generator, device=generator.device)
-    return noise if device is None else to_device(noise, device)
-
 def sample_timesteps(n: int, sched: NoiseSchedule, device=None, generator: torch.Generator | None = None) -> Tensor:
     "`n` training timesteps drawn uniformly from 0..T-1 (every step, including 0), as int64"
     t = torch.randint(0, sched.T, (n,), generator=generator, device=generator.device if generator is not None else device)
@@ -201,7 +189,7 @@ def q_sample(x0: Tensor,               # clean images in [-1, 1], (B, C, H, W)
              ) -> tuple[Tensor, Tensor]:  # (x_t, eps)
     "Noise `x0` to step `t` in one jump: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (Ho et al. 2020, eq. 4)"
     t = check_timesteps(t, sched)
-    if eps is None: eps = _randn(x0.shape, generator, x0.device)
+    if eps is None: eps = randn(x0.shape, generator, x0.device)
     return extract(sched.sqrt_alpha_bar, t, x0) * x0 + extract(sched.sqrt_one_minus_alpha_bar, t, x0) * eps, eps
 
 # %% ../nbs/02_noise_schedules.ipynb #76cfa063
@@ -265,7 +253,7 @@ def ddpm_step(x0_hat: Tensor,             # the predicted clean image at (x_t, t
     mean = extract(sched.posterior_mean_coef1, t, x_t) * x0_hat + extract(sched.posterior_mean_coef2, t, x_t) * x_t
     if t == 0: return mean
     log_var = sched.betas[t].log() if variance == 'beta' else sched.posterior_log_variance_clipped[t]
-    if noise is None: noise = _randn(x_t.shape, generator, x_t.device)
+    if noise is None: noise = randn(x_t.shape, generator, x_t.device)
     return mean + (0.5 * log_var).exp() * noise
 
 # %% ../nbs/02_noise_schedules.ipynb #02488369

@@ -4,7 +4,7 @@ import pytest
 import torch
 from ddpm_course import cli
 from ddpm_course.data import cached, source_key
-from ddpm_course.deploy import ServeProcess
+from harness import ServeProcess
 
 PACKAGE = tuple(f'ddpm_course.{p.stem}' for p in sorted((Path(cli.__file__).parent).glob('*.py')) if not p.stem.startswith('_'))
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,5 +74,5 @@ def tiny_urun(tmp_path_factory):
 
 
 def Server(run, *flags, timeout: float = 180):
-    "`ddpm_course serve` on a free loopback port in its own process, one torch thread (chapter 12's `ServeProcess`)"
+    "`ddpm_course serve` on a free loopback port in its own process, one torch thread (tests/harness.py's `ServeProcess`)"
     return ServeProcess(run, *flags, env={'OMP_NUM_THREADS': '1'}, timeout=timeout)

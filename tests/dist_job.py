@@ -4,11 +4,13 @@ import json, os, sys
 from pathlib import Path
 import torch
 from safetensors.torch import save_file
-from ddpm_course.training import TrainConfig, train, build_run, ddpm_learner, launch_info
+from ddpm_course.settings import TrainConfig
+from ddpm_course.trainer import train, build_run
+from ddpm_course.training import ddpm_learner
 from ddpm_course.diffusion import weights_of
-from ddpm_course.runs import find_cb
+from ddpm_course.checkpoints import find_cb
 from ddpm_course.ema import EMACallback
-from ddpm_course.distributed import distributed, close_distributed
+from ddpm_course.distributed import distributed, close_distributed, launch_info
 
 out, dump = Path(sys.argv[1]), Path(sys.argv[2])
 cfg = TrainConfig(preset='tiny', conditional=True, n=300, epochs=1, bs=32, lr=2e-3, seed=int(os.environ.get('DIST_JOB_SEED', 0)), wandb='offline', sample_every=1, n_samples=4)
@@ -17,10 +19,10 @@ rank = launch_info()['rank']
 # the validation loss of the untrained model: the same images, the same noise, however many processes
 torch.manual_seed(cfg.seed)
 dls, model, sched = build_run(cfg, 'cpu')
-learn0 = ddpm_learner(model, dls, sched, cfg)
+learn0 = ddpm_learner(model, dls, sched, cfg.pred_type)
 with distributed(learn0): v0 = float(learn0.validate()[0])
 
-learn = train(cfg, out, device='cpu', quiet=True, fit_context=distributed)
+learn = train(cfg, out, device='cpu', quiet=True)          # (train joins the launch's processes itself, chapter 19)
 ema = find_cb(learn, EMACallback).ema
 dump.mkdir(parents=True, exist_ok=True)
 save_file({**{f'model.{k}': v for k, v in weights_of(learn.model).items()},

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from conftest import Server
-from ddpm_course.data import grid_cols
-from ddpm_course.deploy import http
+from harness import http
+from ddpm_course.core import grid_cols
 
 CHROMIUM = shutil.which('chromium') or ('/usr/bin/chromium' if os.path.exists('/usr/bin/chromium') else None)
 # flags for a machine with no network and no screen, as root: no sandbox, no GPU, nothing that phones home

@@ -1,11 +1,15 @@
 """The course's order is a rule: each chapter's module imports only modules of earlier chapters, and each notebook
 imports only from its own and earlier chapters. A module or notebook that reaches forward breaks the course
-(a learner reading in order meets a name that is defined later) and usually a cycle in the package."""
+(a learner reading in order meets a name that is defined later) and usually a cycle in the package.
+
+And the course has two parts: Part I (chapters 00-13) is the course, Part II (from chapter 14, the run folders) the
+engineering. Part I reads on its own: none of its modules or notebooks imports anything of Part II."""
 import ast, json, re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS, PKG = ROOT/'nbs', ROOT/'ddpm_course'
+PART_II = 14          # the first chapter of Part II: run folders
 
 
 def chapters() -> dict[str, int]:
@@ -66,3 +70,31 @@ def test_the_checker_catches_a_forward_import():
     "The rule above must be able to fail: a module of chapter 2 importing chapter 8's is caught"
     tree = ast.parse("from .training import TrainConfig\nfrom ddpm_course.cli import main\nimport ddpm_course.runs")
     assert imported_modules(tree) == {'training', 'cli', 'runs'}
+
+
+def part_one_violations(ch: dict[str, int], imports: dict[str, set[str]]) -> list[str]:
+    "The imports of Part I's modules (`imports`: module -> the modules it imports) that reach into Part II"
+    return [f"{m} (chapter {ch[m]:02d}, Part I) imports {dep} (chapter {ch[dep]:02d}, Part II)"
+            for m, deps in imports.items() if ch[m] < PART_II for dep in deps if dep in ch and ch[dep] >= PART_II]
+
+
+def test_part_one_imports_nothing_of_part_two():
+    ch = chapters()
+    assert {m for m, n in ch.items() if n < PART_II} >= {'core', 'data', 'schedules', 'models', 'ema', 'diffusion', 'sampling', 'training'}
+    assert {m for m, n in ch.items() if n >= PART_II} >= {'runs', 'settings', 'trainer', 'serve', 'cli'}
+    mods = {m: imported_modules(ast.parse((PKG/f'{m}.py').read_text())) for m in ch}
+    bad = part_one_violations(ch, mods)
+    for nb in sorted(NBS.glob('[0-9][0-9]_*.ipynb')):
+        if int(nb.name[:2]) >= PART_II: continue
+        for cell in json.loads(nb.read_text())['cells']:
+            if cell['cell_type'] != 'code': continue
+            src = '\n'.join(l for l in ''.join(cell['source']).splitlines() if not l.lstrip().startswith(('%', '!')))
+            try: deps = imported_modules(ast.parse(src))
+            except SyntaxError: continue
+            bad += [f"{nb.name} imports {d} (chapter {ch[d]:02d}, Part II)" for d in deps if d in ch and ch[d] >= PART_II]
+    assert not bad, '\n'.join(bad)
+
+
+def test_the_part_checker_catches_a_reach_into_part_two():
+    assert part_one_violations({'sampling': 7, 'runs': 14}, {'sampling': {'runs'}, 'runs': set()}) == \
+        ['sampling (chapter 07, Part I) imports runs (chapter 14, Part II)']

@@ -8,11 +8,13 @@ from conftest import run_shell, TINY_TRAIN as TINY
 import torch
 from PIL import Image
 import ddpm_course.cli as cli
-from ddpm_course.cli import main, make_parser, flag_names, field_docs, train_config
-from ddpm_course.data import to_unit, to_uint8, LABEL_PX
+from ddpm_course.cli import main, make_parser, given
+from ddpm_course.settings import TrainConfig, CLI_DEFAULTS, flag_of
+from ddpm_course.core import to_unit, to_uint8, LABEL_PX
 from ddpm_course.runs import load_run
 from ddpm_course.sampling import sample
-from ddpm_course.training import TrainConfig
+from ddpm_course.guidance import guided
+from ddpm_course.machine import autocast_for
 
 EXE = shutil.which('ddpm_course') or str(Path(sys.executable).parent/'ddpm_course')
 
@@ -28,7 +30,13 @@ def test_installed_entry_point():
     assert r.returncode == 0, r.stderr
     assert '--resume' in r.stdout and '--preset' in r.stdout
     for f in fields(TrainConfig):
-        for flag in flag_names(f.name): assert f"{flag} " in r.stdout or f"{flag}," in r.stdout, flag
+        for flag in flags_of(f): assert f"{flag} " in r.stdout or f"{flag}," in r.stdout, flag
+
+
+def flags_of(f) -> tuple[str, ...]: return f.metadata.get('flags') or (flag_of(f.name),)
+
+
+def train_config(args) -> TrainConfig: return TrainConfig(**{**CLI_DEFAULTS, **given(args, TrainConfig)})
 
 
 def _sub(cmd):
@@ -60,7 +68,7 @@ def test_help_lists_every_flag(cmd, flags):
 def test_compile_modes(argv, mode):
     for cmd, extra in [('train', []), ('sample', ['--run', 'r'])]:
         args = make_parser().parse_args([cmd, *extra, *argv])
-        assert args.compile == mode
+        assert getattr(args, 'compile', None) == mode
     assert train_config(make_parser().parse_args(['train', *argv])).compile == mode
 
 
@@ -81,13 +89,14 @@ def test_threads_flag(monkeypatch, capsys):
 
 
 def test_train_has_a_flag_for_every_config_field():
-    "Each TrainConfig field: its flags, its comment as help, argparse default None, defined once"
-    acts, docs = [a for a in _sub('train')._actions], field_docs(TrainConfig)
+    "Each TrainConfig field: its flags, its declared help, absent from the parsed flags unless given, defined once"
+    import argparse
+    acts = [a for a in _sub('train')._actions]
     for f in fields(TrainConfig):
         mine = [a for a in acts if a.dest == f.name]
         assert len(mine) == 1, f.name
         a = mine[0]
-        assert set(flag_names(f.name)) <= set(a.option_strings) and a.default is None and a.help.startswith(docs[f.name]), f.name
+        assert set(flags_of(f)) <= set(a.option_strings) and a.default is argparse.SUPPRESS and a.help.startswith(f.metadata['help']), f.name
     opts = [o for a in acts for o in a.option_strings]
     assert len(opts) == len(set(opts))
 
@@ -155,7 +164,7 @@ def test_resume_accepts_the_saved_settings(run, monkeypatch, capsys):
 def test_sample_is_refused_before_any_work(run, tmp_path, monkeypatch, flags, msg):
     "Bad flags of `sample` are refused before the run is loaded or anything sampled"
     def boom(*a, **k): raise AssertionError("loaded or sampled before the flags were checked")
-    monkeypatch.setattr(cli, 'load_run', boom); monkeypatch.setattr(cli, 'sample', boom)
+    monkeypatch.setattr('ddpm_course.runs.load_run', boom); monkeypatch.setattr('ddpm_course.sampling.sample', boom)
     monkeypatch.chdir(tmp_path)
     code, err = _shell(monkeypatch, 'sample', '--run', run, *flags)
     assert code == 1 and msg in err, err
@@ -179,14 +188,14 @@ def test_sample_equals_the_python_api(run, tmp_path):
     x = main(['sample', '--run', str(run), '--label', '3', '--n', '4', '--seed', '7', '--out', str(tmp_path/'g.png'), '--npz', str(tmp_path/'g.npz')])
     z = np.load(tmp_path/'g.npz')
     d, cfg = load_run(run)
-    ref = to_uint8(to_unit(sample(d, n=4, labels=3, seed=7, precision='auto')))
+    with autocast_for(d.device, 'auto'): ref = to_uint8(to_unit(sample(guided(d), labels=[3] * 4, seed=7)))
     assert torch.equal(x, ref) and torch.equal(torch.from_numpy(z['images']).permute(0, 3, 1, 2), ref)
     assert z['labels'].tolist() == [3] * 4
     assert Image.open(tmp_path/'g.png').size == (2 + 2 * 66, 2 + 2 * (66 + LABEL_PX))   # each sample labelled with its class
 
 
 def test_sample_goes_through_runs_sampling_diffusion_only(run, tmp_path):
-    "A sampling request runs cli -> runs.load_run -> sampling.sample -> diffusion.predict, and nothing of training or later chapters"
+    "A sampling request runs cli -> runs.load_run -> sampling.sample (guided) -> diffusion.predict, and nothing of training"
     args = make_parser().parse_args(['sample', '--run', str(run), '--per-class', '1', '--steps', '5', '--out', str(tmp_path/'p.png')])
     called = set()
     def prof(frame, event, arg):
@@ -195,8 +204,9 @@ def test_sample_goes_through_runs_sampling_diffusion_only(run, tmp_path):
     try: args.func(args)
     finally: sys.setprofile(None)
     mods = {m for m in called if m and m.startswith('ddpm_course.')}
-    assert {'ddpm_course.cli', 'ddpm_course.runs', 'ddpm_course.sampling', 'ddpm_course.diffusion'} <= mods, mods
-    assert not mods & {'ddpm_course.training', 'ddpm_course.conditional', 'ddpm_course.evaluation', 'ddpm_course.distributed'}, mods
+    assert {'ddpm_course.cli', 'ddpm_course.runs', 'ddpm_course.sampling', 'ddpm_course.diffusion', 'ddpm_course.guidance'} <= mods, mods
+    assert not mods & {'ddpm_course.data', 'ddpm_course.training', 'ddpm_course.conditional', 'ddpm_course.evaluation', 'ddpm_course.checkpoints',
+                       'ddpm_course.speed', 'ddpm_course.distributed', 'ddpm_course.trainer'}, mods
 
 
 def test_a_log_gets_one_line_per_epoch_and_sample_every_0_writes_no_grids(tmp_path):
@@ -229,7 +239,7 @@ def _letter_folder(root, n=60, size=28):
 def test_no_flags_plans_from_the_data(tmp_path, monkeypatch, capsys):
     "A 28 px folder with no other flag: rounded to 32 with a line, the 32 px preset, a plan printed and stored, 25 whole passes"
     data = _letter_folder(tmp_path/'letters')
-    monkeypatch.setattr('ddpm_course.data.LOUD_FILES', 10)         # as for a large folder: say what is decoded, and where it is cached
+    monkeypatch.setattr('ddpm_course.speed.LOUD_FILES', 10)         # as for a large folder: say what is decoded, and where it is cached
     main(['train', '--dataset', str(data), '--out', str(tmp_path/'run'), '--wandb', 'off', '--sample-every', '0', '--T', '50', '--quiet'])
     out = capsys.readouterr().out
     assert 'size 28' not in out                                       # no --size given: 32 is the folder default
@@ -279,7 +289,7 @@ def _edit_files(tmp_path):
     ('edit', ['--strength', '-1'], 'strength must be a number in [0, 1]'),
     ('edit', ['--strength', '0.5', '--n', '0'], '--n must be at least 1'),
     ('edit', ['--strength', '0.5', '--steps', '0'], '--steps must be at least 1'),
-    ('edit', ['--strength', '0.5', '--guidance', '2'], '--guidance needs a label'),
+    ('edit', ['--strength', '0.5', '--guidance', '2'], '--guidance needs labels: give --label K'),
     ('edit', ['--strength', '0.5', '--out', 'x.jpg'], '--out must name a .png file'),
     ('inpaint', ['--mask', 'mask.png', '--resample', '0'], '--resample must be at least 1'),
     ('inpaint', ['--mask', 'mask.png', '--jump', '0'], '--jump must be at least 1'),
@@ -289,7 +299,7 @@ def test_edit_flags_are_refused_before_any_work(run, tmp_path, monkeypatch, cmd,
     "Bad flags of `inpaint` and `edit` are refused before the run is loaded, in one line, writing nothing"
     image = _edit_files(tmp_path)
     def boom(*a, **k): raise AssertionError("loaded the run before the flags were checked")
-    monkeypatch.setattr(cli, 'load_run', boom)
+    monkeypatch.setattr('ddpm_course.runs.load_run', boom)
     monkeypatch.chdir(tmp_path)
     before = sorted(tmp_path.iterdir())
     code, err = _shell(monkeypatch, cmd, '--run', run, '--image', image, *flags)
@@ -320,3 +330,26 @@ def test_inpaint_and_edit_from_the_shell(run, tmp_path):
     r = _run('edit', '--run', run, '--image', image, '--strength', '0', '--out', tmp_path/'e.png', '--npz', tmp_path/'e.npz', timeout=300)
     assert r.returncode == 0 and 'edits at strength 0' in r.stdout, r.stderr
     assert (np.load(tmp_path/'e.npz')['images'][..., 0] == src).all()          # strength 0: the input
+
+
+FRESH = ("import sys\nfrom ddpm_course.cli import main\ntry: main()\nexcept SystemExit as e: print('exit', e.code)\n"
+         "print('loaded:', ' '.join(sorted(m for m in ('torch', 'fastai', 'matplotlib') if m in sys.modules)))")
+
+
+@pytest.mark.parametrize('argv, words', [(['--help'], 'COMMAND'), (['train', '--help'], '--min-snr-gamma'), (['serve', '--help'], '--batch-wait-ms'),
+                                         (['train', '--epochs', '0'], 'epochs (--epochs) must be a whole number of at least 1'),
+                                         (['train', '--pred-type', 'noise'], "invalid choice: 'noise'"), (['sample', '--run', 'r', '--sampler', 'euler'], "invalid choice: 'euler'"),
+                                         (['serve', '--run', 'r', '--max-n', '0'], '--max-n must be at least 1'), (['train', '--no-such-flag'], 'unrecognized arguments')])
+def test_help_and_bad_flags_do_not_load_torch(argv, words):
+    "In a fresh Python, as the console script starts: the help and a bad flag's message come before PyTorch (or fastai, or matplotlib) loads"
+    r = subprocess.run([sys.executable, '-c', FRESH, *argv], capture_output=True, text=True, timeout=60)
+    assert words in r.stdout + r.stderr, r.stdout + r.stderr
+    assert r.stdout.strip().endswith('loaded:'), r.stdout[-300:]
+
+
+def test_sampling_imports_no_training_stack():
+    "`import ddpm_course.sampling` (and the modules a service of an ONNX export runs on) loads neither fastai nor matplotlib"
+    code = ("import sys\nimport ddpm_course.sampling, ddpm_course.guidance, ddpm_course.runs, ddpm_course.export, ddpm_course.serve, ddpm_course.machine\n"
+            "print(sorted(m for m in ('fastai', 'matplotlib') if m in sys.modules))")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == '[]', r.stdout + r.stderr

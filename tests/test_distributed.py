@@ -1,4 +1,4 @@
-"""Chapter 13 for real: two CPU processes (gloo) started by `accelerate launch`, against one process with the same global batch.
+"""Chapter 19 for real: two CPU processes (gloo) started by `accelerate launch`, against one process with the same global batch.
 The launches take about a minute in all on 2 cores."""
 import json, os, shutil, socket, subprocess, sys, time
 from pathlib import Path

@@ -1,6 +1,6 @@
 """GPU-ready without a GPU. The hot paths trace as one graph each under torch._dynamo.explain (what torch.compile would
 see), and a training or sampling loop reads nothing back from the device per step, apart from the loss at the stated
-interval (LOG_EVERY). Reads are counted by patching the Tensor methods that move values to the host (chapter 05's
+interval (LOG_EVERY). Reads are counted by patching the Tensor methods that move values to the host (chapter 18's
 `count_host_reads`); each check is also shown to fail on code that does break or read."""
 from pathlib import Path
 import pytest
@@ -8,10 +8,14 @@ import torch
 from fastai.callback.core import Callback
 from ddpm_course.schedules import make_schedule
 from ddpm_course.models import make_unet
-from ddpm_course.diffusion import Diffusion, graph_breaks, count_host_reads
+from ddpm_course.diffusion import Diffusion
 from ddpm_course.sampling import sample, sample_step, timesteps_for, respace_schedule, dpmpp_ratios
-from ddpm_course.runs import LOG_EVERY
-from ddpm_course.training import DDPMCallback, TrainConfig, train, weighted_mse
+from ddpm_course.guidance import guided
+from ddpm_course.training import DDPMCallback, weighted_mse
+from ddpm_course.conditional import drop_labels
+from ddpm_course.settings import TrainConfig
+from ddpm_course.speed import graph_breaks, count_host_reads, LOG_EVERY
+from ddpm_course.trainer import train
 
 SCHED = make_schedule('cosine', 1000)
 
@@ -29,10 +33,10 @@ def test_unet_forward_is_one_graph(unet):
 
 @pytest.mark.parametrize('pred_type', ['eps', 'v'])
 def test_training_step_is_one_graph(unet, pred_type):
-    ddpm = DDPMCallback(SCHED, pred_type, p_uncond=0.1, min_snr_gamma=5.).setup(unet)
+    ddpm = DDPMCallback(SCHED, pred_type, min_snr_gamma=5.).setup(unet)
     def step(x0, y):
         t, eps = torch.randint(0, SCHED.T, (len(x0),)), torch.randn_like(x0)
-        xb, yb = ddpm.make_batch(x0, y, t, eps)
+        xb, yb = ddpm.make_batch(x0, drop_labels(y, 0.1, unet.null_class), t, eps)      # (chapter 10's label dropout, as LabelDropout does it)
         return weighted_mse(unet(*xb), *yb)
     assert graph_breaks(step, torch.rand(8, 1, 16, 16) * 2 - 1, torch.randint(0, 10, (8,))) == (0, [])
 
@@ -49,7 +53,7 @@ def test_sampler_step_with_guidance_is_one_graph(unet, kw, pred_type):
     if kw['sampler'] == 'dpmpp_2m': kw = {**kw, 'x0_last': torch.randn(4, 1, 16, 16), 'ratios': dpmpp_ratios(SCHED, ts)}
     # the noisiest step and the last (its own branch: x0); in between only DPM-Solver++ takes another path (its second-order step)
     for k in ((0, 7, len(ts) - 1) if kw['sampler'] == 'dpmpp_2m' else (0, len(ts) - 1)):
-        assert graph_breaks(lambda x, y: sample_step(d, x, k, ts, y, 3., **kw), torch.randn(4, 1, 16, 16), torch.tensor([1, 2, 3, 4])) == (0, [])
+        assert graph_breaks(lambda x, y: sample_step(guided(d, 3.), x, k, ts, y, **kw), torch.randn(4, 1, 16, 16), torch.tensor([1, 2, 3, 4])) == (0, [])
 
 
 def test_graph_check_catches_a_break():
@@ -63,7 +67,7 @@ def test_graph_check_catches_a_break():
 @pytest.mark.parametrize('kw', [dict(), dict(sampler='ddim'), dict(sampler='ddim', eta=0.5), dict(sampler='ddpm'), dict(sampler='heun'),
                                 dict(guidance=0.), dict(clip_x0=None)])
 def test_sampling_reads_nothing_per_step(unet, kw):
-    d = Diffusion(unet.eval(), SCHED, 'v')
+    kw = dict(kw); d = guided(Diffusion(unet.eval(), SCHED, 'v'), kw.pop('guidance', None))
     def reads(steps):
         with count_host_reads() as r: sample(d, labels=[0, 1, 2], steps=steps, seed=0, **kw)
         return r
@@ -108,11 +112,14 @@ def test_training_read_check_catches_a_per_step_read(tmp_path, monkeypatch):
     assert all(r for r in steps)
 
 
-def test_the_command_line_sets_the_wait_policy_before_torch_loads():
+@pytest.mark.parametrize('busy, env, policy', [(1.0, None, 'PASSIVE'), (0.0, None, 'None'), (None, None, 'None'), (1.0, 'ACTIVE', 'ACTIVE')])
+def test_the_command_line_sets_the_wait_policy_before_torch_loads(busy, env, policy):
+    "A command starts PyTorch after setting OpenMP's wait policy for the machine: PASSIVE when a core is busy, OpenMP's own otherwise; the user's wins"
     import os, subprocess, sys
-    code = ("import sys, ddpm_course; assert 'torch' not in sys.modules, 'the package imports torch before the CLI can set OpenMP up'\n"
-            "import os, ddpm_course.cli; print(os.environ['OMP_WAIT_POLICY'])")
-    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
-    out = lambda e: subprocess.run([sys.executable, '-c', code], env=e, capture_output=True, text=True, check=True).stdout.strip()
-    assert out(env) == 'PASSIVE'
-    assert out({**env, 'OMP_WAIT_POLICY': 'ACTIVE'}) == 'ACTIVE'         # the user's setting wins
+    code = ("import os, sys, ddpm_course.cli as cli\n"
+            "assert 'torch' not in sys.modules, 'the command line imports torch before it can set OpenMP up'\n"
+            f"cli.busy_cores = lambda: {busy}\n"
+            "n = cli.start_torch(None); print(os.environ.get('OMP_WAIT_POLICY'), n)")
+    e = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'OMP_NUM_THREADS')} | ({'OMP_WAIT_POLICY': env} if env else {})
+    got, threads = subprocess.run([sys.executable, '-c', code], env=e, capture_output=True, text=True, check=True).stdout.split()
+    assert got == policy and int(threads) >= 1

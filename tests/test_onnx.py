@@ -1,12 +1,15 @@
-"""Chapter 12's export: `ddpm_course export --format onnx` writes the denoiser and its sampling config; the graph agrees
+"""Chapter 22's export: `ddpm_course export --format onnx` writes the denoiser and its sampling config; the graph agrees
 with eager PyTorch, sampling through onnxruntime gives PyTorch's images, and `serve --backend onnx` serves them."""
 import base64, json, subprocess
 import pytest
 import torch
 from conftest import EXE, Server, TINY_TRAIN, PACKAGE
+from harness import http
 from ddpm_course.data import cached, source_key
-from ddpm_course.data import to_uint8, to_unit
-from ddpm_course.deploy import load_onnx, onnx_inputs, Denoiser, ONNX_RTOL, http, png_image
+from ddpm_course.core import to_uint8, to_unit
+from ddpm_course.export import load_onnx, onnx_inputs, Denoiser, ONNX_RTOL
+from ddpm_course.serve import png_image
+from ddpm_course.guidance import guided
 from ddpm_course.runs import load_run
 from ddpm_course.sampling import sample
 
@@ -49,10 +52,10 @@ def test_the_graph_agrees_with_pytorch(exported, tiny_run, n, seed):
 @pytest.mark.precision
 @pytest.mark.parametrize('sampler', ['dpmpp_2m', 'ddim', 'heun'])
 def test_sampling_through_onnxruntime_gives_pytorchs_images(exported, tiny_run, sampler):
-    "onnxruntime runs the graph in float32, so PyTorch's side is sampled in float32 too, by name (whatever this CPU's auto would be)"
+    "onnxruntime runs the graph in float32, and `sample` from Python samples PyTorch's side in float32 too (whatever this CPU's auto would be)"
     d, do = load_run(tiny_run)[0], load_onnx(exported)
     y = torch.arange(10).repeat(2)
-    x, xo = sample(d, labels=y, sampler=sampler, seed=0, precision='fp32'), sample(do, labels=y, sampler=sampler, seed=0)
+    x, xo = sample(guided(d), labels=y, sampler=sampler, seed=0), sample(guided(do), labels=y, sampler=sampler, seed=0)
     lv = (to_uint8(to_unit(x)).int() - to_uint8(to_unit(xo)).int()).abs()
     assert (x - xo).abs().max() < 1e-2 and lv.max() <= 2 and (lv > 0).float().mean() < 0.01
 
@@ -69,7 +72,7 @@ def test_serve_the_export(exported, tiny_run):
     try:
         status, _, raw = http('POST', s.url + '/v1/samples', {'label': 6, 'n': 3, 'seed': 4})
         got = torch.stack([png_image(base64.b64decode(b)) for b in json.loads(raw)['images']])
-        want = to_uint8(to_unit(sample(load_onnx(exported), labels=[6] * 3, seed=4)))       # (onnxruntime: float32 on both sides)
+        want = to_uint8(to_unit(sample(guided(load_onnx(exported)), labels=[6] * 3, seed=4)))       # (onnxruntime: float32 on both sides)
         assert status == 200 and (got.int() - want.int()).abs().max() <= 1
         assert json.loads(http('GET', s.url + '/v1/model')[2])['backend'] == 'onnx'
     finally: s.stop()

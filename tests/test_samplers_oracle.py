@@ -6,7 +6,7 @@ Tolerances, from measurements on this machine (torch 2.14.1, CPU, float32): on t
 3e-6 (DPM-Solver++) and 2e-4 (Heun, whose diffusers loop keeps the sample as x_t / sqrt(abar_t), up to 157), and we
 allow 2e-5 and 3e-4. On the cosine schedule an eps-model's x0_hat at t = 999 is (x_t - sqrt(1 - abar) eps) / sqrt(abar)
 with 1 / sqrt(abar) = 20,000: float32's last digit of sqrt(1 - abar), which each library computes its own way, comes
-back as about 1e-3 (chapter 06, "An imperfect model"). There they agree within 4e-3 and we allow 6e-3. (Heun is
+back as about 1e-3 (chapter 07, "An imperfect model"). There they agree within 4e-3 and we allow 6e-3. (Heun is
 checked on the linear schedule only: diffusers keeps its cosine sample near 20,000, with three decimals left.)"""
 import pytest, torch
 from diffusers import DPMSolverMultistepScheduler, HeunDiscreteScheduler
@@ -15,7 +15,6 @@ from ddpm_course.models import make_unet
 from ddpm_course.diffusion import Diffusion
 from ddpm_course.sampling import sample, timesteps_for, levels_for
 
-pytestmark = pytest.mark.precision          # sampling against a float32 reference: run under both settings of DDPM_CPU_BF16
 MU, SIGMA = 0.3, 0.5
 PRED = {'eps': 'epsilon', 'v': 'v_prediction'}
 
@@ -42,7 +41,7 @@ def run_diffusers(scheduler, fn, ts, x_T):
 
 def ours(fn, sched, pred_type, sampler, steps, spacing, x_T):
     d = Diffusion(fn, sched, pred_type, channels=x_T.shape[1], img_size=tuple(x_T.shape[2:]))
-    with torch.no_grad(): return sample(d, steps=steps, sampler=sampler, spacing=spacing, clip_x0=None, x_T=x_T, precision='fp32')   # diffusers runs float32
+    with torch.no_grad(): return sample(d, steps=steps, sampler=sampler, spacing=spacing, clip_x0=None, x_T=x_T)   # (float32, as diffusers runs)
 
 
 @pytest.mark.parametrize('schedule,tol', [('linear', 2e-5), ('cosine', 6e-3)])

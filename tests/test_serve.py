@@ -1,98 +1,93 @@
-"""Chapter 12's service, for real: `ddpm_course serve` in its own process on a free loopback port, spoken to over HTTP by
-a real client (the standard library's urllib): every endpoint, the bad-request sweep, the metrics, a bounded load test,
-Ctrl-C, and the errors a user can cause when starting it."""
+"""Chapter 23's service. In this process, through FastAPI's `TestClient` (real HTTP requests and answers over the ASGI
+interface, the app's lifespan and micro-batcher running): every endpoint, the bad-request sweep, the metrics, a timeout.
+Then `ddpm_course serve` in its own process on a free loopback port, spoken to over real HTTP by the standard library:
+the precision it chose, a bounded load test with and without batching, Ctrl-C, and the errors a user can cause when
+starting it."""
 import base64, json, subprocess, sys
 import pytest
 import torch
-from conftest import EXE, Server, run_shell
-from ddpm_course.data import to_uint8, to_unit, grid_cols
-from ddpm_course.deploy import http, load_test, read_metrics, png_image, grid_png, bind_socket
-from ddpm_course.runs import load_run, read_config
+from conftest import Server, run_shell
+from harness import http, load_test, read_metrics
+from ddpm_course.core import to_uint8, to_unit, grid_cols
+from ddpm_course.runs import read_config
 from ddpm_course.sampling import sample, DEFAULT_SAMPLER, DEFAULT_STEPS
-from ddpm_course.diffusion import resolve_precision
+from ddpm_course.guidance import guided
+from ddpm_course.machine import resolve_precision
+from ddpm_course.serve import open_run, model_card, Service, make_app, png_image, grid_png, bind_socket
+from ddpm_course.runs import load_checkpoint
 
 MAX_N = 8
 
 
-@pytest.fixture(scope='module')
-def server(tiny_run):
-    s = Server(tiny_run, '--max-n', MAX_N, '--timeout', 60)
-    yield s
-    code, out = s.stop()
-    assert code == 0 and 'stopped' in out and 'Traceback' not in out, out      # Ctrl-C: a clean stop, not a traceback
+def _client(run_dir, **kw):
+    "A TestClient of the service of `run_dir` at float32 (so that its images are `sample`'s to the bit), as `serve` builds it"
+    from fastapi.testclient import TestClient
+    run = open_run(run_dir); d = load_checkpoint(run.config, run.ckpt)
+    return TestClient(make_app(Service(d, model_card(d, run), **kw))), d
 
 
 @pytest.fixture(scope='module')
-def userver(tiny_urun):
-    "An unconditional model, served with a timeout no request can meet (each waits 5 ms for its batch to fill)"
-    s = Server(tiny_urun, '--timeout', 0.001)
-    yield s
-    s.stop()
+def client(tiny_run):
+    c, d = _client(tiny_run, max_n=MAX_N)
+    with c: yield c, d
 
 
-def _json(url, body=None, method=None):
-    status, head, raw = http(method or ('GET' if body is None else 'POST'), url, body)
-    return status, json.loads(raw)
+@pytest.fixture(scope='module')
+def uclient(tiny_urun):
+    "An unconditional model, with a timeout no request can meet (each waits 5 ms for its batch to fill)"
+    c, _ = _client(tiny_urun, timeout=0.001)
+    with c: yield c
 
 
 def _images(ans) -> torch.Tensor: return torch.stack([png_image(base64.b64decode(s)) for s in ans['images']])
 
 
-def _close(a: torch.Tensor, b: torch.Tensor):
-    "uint8 images equal but for rounding: at most one level apart, at under 0.5% of the pixels (the server runs 1 thread, this process more)"
-    diff = (a.int() - b.int()).abs()
-    assert a.shape == b.shape and diff.max() <= 1 and (diff > 0).float().mean() < 0.005, (diff.max(), (diff > 0).float().mean())
-
-
-def test_healthz_and_model_card(server, tiny_run):
-    assert server.url.startswith('http://127.0.0.1:')                             # loopback unless told otherwise
-    status, ans = _json(server.url + '/healthz'); assert (status, ans['status']) == (200, 'ok')
-    status, card = _json(server.url + '/v1/model'); cfg = read_config(tiny_run)
-    assert status == 200
+def test_healthz_and_model_card(client, tiny_run):
+    c, _ = client
+    assert c.get('/healthz').json()['status'] == 'ok'
+    card, cfg = c.get('/v1/model').json(), read_config(tiny_run)
     assert card['classes'] == cfg['data']['vocab'] and card['conditional'] and card['image_size'] == [16, 16] and card['channels'] == 1
     assert card['pred_type'] == cfg['pred_type'] and card['schedule']['T'] == 50 == card['limits']['max_steps']
     assert (card['default_sampler'], card['default_steps'], card['limits']['max_n']) == (DEFAULT_SAMPLER, DEFAULT_STEPS, MAX_N)
     assert card['training']['epochs'] == 1 and card['training']['valid_loss'] > 0 and card['backend'] == 'torch'
-    assert card['precision'] == resolve_precision('auto', 'cpu')                       # (DDPM_CPU_BF16 reaches the server too)
 
 
-@pytest.mark.precision
-def test_samples_are_those_of_the_python_api(server, tiny_run):
-    "The service samples at `serve --precision auto` (its default), so the images to compare are `sample`'s at auto"
-    d, _ = load_run(tiny_run)
-    status, ans = _json(server.url + '/v1/samples', {'label': 3, 'n': 4, 'seed': 5})
-    assert status == 200 and (ans['labels'], ans['seed'], ans['n'], ans['guidance']) == ([3] * 4, 5, 4, 3.)
+def test_samples_are_those_of_the_python_api(client):
+    c, d = client
+    ans = c.post('/v1/samples', json={'label': 3, 'n': 4, 'seed': 5}).json()
+    assert (ans['labels'], ans['seed'], ans['n'], ans['guidance']) == ([3] * 4, 5, 4, 3.)
     got = _images(ans)
-    _close(got, to_uint8(to_unit(sample(d, labels=[3] * 4, seed=5, precision='auto'))))
-    assert torch.equal(_images(_json(server.url + '/v1/samples', {'label': 3, 'n': 4, 'seed': 5})[1]), got)   # same request, same images
-    status, ans = _json(server.url + '/v1/samples', {'labels': [0, 9], 'sampler': 'ddim', 'steps': 20, 'guidance': 1.5, 'seed': 2})
-    _close(_images(ans), to_uint8(to_unit(sample(d, labels=[0, 9], sampler='ddim', steps=20, guidance=1.5, seed=2, precision='auto'))))
-    status, ans = _json(server.url + '/v1/samples', {'label': 1})                  # no seed: one is drawn and reported
-    assert ans['n'] == 1 and torch.equal(_images(ans), _images(_json(server.url + '/v1/samples', {'label': 1, 'seed': ans['seed']})[1]))
+    assert torch.equal(got, to_uint8(to_unit(sample(guided(d), labels=[3] * 4, seed=5))))
+    assert torch.equal(_images(c.post('/v1/samples', json={'label': 3, 'n': 4, 'seed': 5}).json()), got)     # same request, same images
+    ans = c.post('/v1/samples', json={'labels': [0, 9], 'sampler': 'ddim', 'steps': 20, 'guidance': 1.5, 'seed': 2}).json()
+    assert torch.equal(_images(ans), to_uint8(to_unit(sample(guided(d, 1.5), labels=[0, 9], sampler='ddim', steps=20, seed=2))))
+    ans = c.post('/v1/samples', json={'label': 1}).json()                      # no seed: one is drawn and reported
+    assert ans['n'] == 1 and torch.equal(_images(ans), _images(c.post('/v1/samples', json={'label': 1, 'seed': ans['seed']}).json()))
 
 
-def test_samples_png_is_the_grid_of_those_images(server):
-    status, head, png = http('GET', server.url + '/v1/samples.png?label=2&n=6&seed=3&guidance=2')
-    assert status == 200 and head['content-type'] == 'image/png' and (head['x-seed'], head['x-labels']) == ('3', '2,2,2,2,2,2')
-    ans = _json(server.url + '/v1/samples', {'label': 2, 'n': 6, 'seed': 3, 'guidance': 2})[1]
-    assert png == grid_png(_images(ans))
-    g = png_image(png); cols = grid_cols(6)
+def test_samples_png_is_the_grid_of_those_images(client):
+    c, _ = client
+    r = c.get('/v1/samples.png?label=2&n=6&seed=3&guidance=2')
+    assert r.status_code == 200 and r.headers['content-type'] == 'image/png' and (r.headers['x-seed'], r.headers['x-labels']) == ('3', '2,2,2,2,2,2')
+    assert r.content == grid_png(_images(c.post('/v1/samples', json={'label': 2, 'n': 6, 'seed': 3, 'guidance': 2}).json()))
+    g = png_image(r.content); cols = grid_cols(6)
     assert g.shape[-2:] == (2 + 2 * 66, 2 + cols * 66)                                # 16 px enlarged 4x, 2 px apart
 
 
-def test_page(server):
-    status, head, raw = http('GET', server.url + '/')
-    page = raw.decode()
-    assert status == 200 and head['content-type'].startswith('text/html')
-    for part in ('id="label"', 'id="guidance"', 'type="range"', 'id="steps"', 'id="seed"', 'id="go"', '/v1/samples.png', '/v1/model'): assert part in page
+def test_page(client):
+    r = client[0].get('/')
+    assert r.status_code == 200 and r.headers['content-type'].startswith('text/html')
+    for part in ('id="label"', 'id="guidance"', 'type="range"', 'id="steps"', 'id="seed"', 'id="go"', '/v1/samples.png', '/v1/model'): assert part in r.text
 
 
 BAD = [  # (body, status, field, words of the message)
     ({'label': 10}, 422, 'label', 'from 0 to 9'),
     ({'label': -1}, 422, 'label', 'from 0 to 9'),
+    ({'label': 2.5}, 422, 'label', 'whole number'),
     ({'labels': [1, 99]}, 422, 'labels', 'from 0 to 9'),
     ({'label': 1, 'n': MAX_N + 1}, 422, 'n', f'from 1 to {MAX_N}'),
     ({'n': 0}, 422, 'n', f'from 1 to {MAX_N}'),
+    ({'n': True}, 422, 'n', 'whole number'),
     ({'labels': list(range(MAX_N + 1))}, 422, 'labels', f'1 to {MAX_N}'),
     ({'label': 1, 'guidance': -0.5}, 422, 'guidance', 'from 0 to 20'),
     ({'guidance': 2}, 422, 'guidance', 'needs labels'),
@@ -102,6 +97,7 @@ BAD = [  # (body, status, field, words of the message)
     ({'seed': -1}, 422, 'seed', 'whole number'),
     ({'n': 'four'}, 422, 'n', 'whole number'),
     ({'label': 1, 'labels': [1]}, 422, 'labels', 'not both'),
+    ({'labels': [1, 2], 'n': 3}, 422, 'n', '2 labels were given'),
     ({'guidence': 3}, 422, 'guidence', 'not a field'),
     ([1, 2], 422, 'body', 'JSON object'),
     (b'{"label": 3,', 400, 'body', 'not valid JSON'),
@@ -110,37 +106,38 @@ BAD = [  # (body, status, field, words of the message)
 
 
 @pytest.mark.parametrize('body, status, field, words', BAD)
-def test_bad_requests_get_a_4xx_naming_the_field(server, body, status, field, words):
-    got, ans = _json(server.url + '/v1/samples', body, 'POST')
-    assert (got, ans['error']['field']) == (status, field) and words in ans['error']['message'], ans
+def test_bad_requests_get_a_4xx_naming_the_field(client, body, status, field, words):
+    r = client[0].post('/v1/samples', content=body if isinstance(body, bytes) else json.dumps(body))
+    ans = r.json()
+    assert (r.status_code, ans['error']['field']) == (status, field) and words in ans['error']['message'], ans
 
 
 @pytest.mark.parametrize('query, field', [('label=three', 'label'), ('label=1&guidance=nan', 'guidance'), ('labels=1,x', 'labels'),
-                                          ('label=1&n=9', 'n'), ('label=1&steps=51', 'steps')])
-def test_bad_query_strings(server, query, field):
-    status, ans = _json(server.url + '/v1/samples.png?' + query)
-    assert status == 422 and ans['error']['field'] == field
+                                          ('label=1&n=9', 'n'), ('label=1&steps=51', 'steps'), ('label=1&colour=red', 'colour')])
+def test_bad_query_strings(client, query, field):
+    r = client[0].get('/v1/samples.png?' + query)
+    assert r.status_code == 422 and r.json()['error']['field'] == field
 
 
-def test_unconditional_model_refuses_labels_and_times_out_cleanly(userver):
-    status, card = _json(userver.url + '/v1/model'); assert not card['conditional'] and card['classes'] == []
-    status, ans = _json(userver.url + '/v1/samples', {'label': 3})
-    assert status == 422 and ans['error']['field'] == 'label' and 'unconditional' in ans['error']['message']
-    status, ans = _json(userver.url + '/v1/samples', {'n': 2})
-    assert status == 503 and 'timeout of 0.001 s' in ans['error']['message']
-    status, _ = _json(userver.url + '/healthz'); assert status == 200              # the server is still there
+def test_unconditional_model_refuses_labels_and_times_out_cleanly(uclient):
+    card = uclient.get('/v1/model').json(); assert not card['conditional'] and card['classes'] == []
+    r = uclient.post('/v1/samples', json={'label': 3})
+    assert r.status_code == 422 and r.json()['error']['field'] == 'label' and 'unconditional' in r.json()['error']['message']
+    r = uclient.post('/v1/samples', json={'n': 2})
+    assert r.status_code == 503 and 'timeout of 0.001 s' in r.json()['error']['message']
+    assert uclient.get('/healthz').status_code == 200                              # the service is still there
 
 
-def test_not_found_and_wrong_method_are_json(server):
-    status, ans = _json(server.url + '/v2/nothing'); assert status == 404 and ans
-    status, ans = _json(server.url + '/v1/samples'); assert status == 405
+def test_not_found_and_wrong_method(client):
+    assert client[0].get('/v2/nothing').status_code == 404
+    assert client[0].get('/v1/samples').status_code == 405
 
 
-def test_metrics_count_requests_images_and_batches(server):
-    before = read_metrics(http('GET', server.url + '/metrics')[2].decode())
-    for body in ({'label': 4, 'n': 3, 'seed': 1}, {'label': 5, 'seed': 2}, {'label': 11}):
-        http('POST', server.url + '/v1/samples', body)
-    after = read_metrics(http('GET', server.url + '/metrics')[2].decode())
+def test_metrics_count_requests_images_and_batches(client):
+    c = client[0]
+    before = read_metrics(c.get('/metrics').text)
+    for body in ({'label': 4, 'n': 3, 'seed': 1}, {'label': 5, 'seed': 2}, {'label': 11}): c.post('/v1/samples', json=body)
+    after = read_metrics(c.get('/metrics').text)
     delta = lambda k: after.get(k, 0) - before.get(k, 0)
     assert delta('ddpm_requests_total{endpoint="/v1/samples",status="200"}') == 2
     assert delta('ddpm_requests_total{endpoint="/v1/samples",status="422"}') == 1
@@ -157,9 +154,23 @@ def _load(url) -> float:
     return r['mean_batch']
 
 
-def test_bounded_load_is_batched(server, tiny_run):
-    "With micro-batching the sampler calls hold several requests under load; with --max-batch 1, one each"
-    assert _load(server.url) > 1.5
+@pytest.mark.precision
+def test_the_served_process(tiny_run):
+    """`ddpm_course serve` in its own process: its precision is `auto`'s (DDPM_CPU_BF16 reaches it), its images are those of
+    the Python API at that precision to within rounding, it batches under load, and Ctrl-C stops it cleanly"""
+    from ddpm_course.machine import autocast_for
+    s = Server(tiny_run, '--max-n', MAX_N)
+    try:
+        status, _, raw = http('GET', s.url + '/v1/model'); card = json.loads(raw)
+        assert status == 200 and card['precision'] == resolve_precision('auto', 'cpu') and s.url.startswith('http://127.0.0.1:')
+        got = _images(json.loads(http('POST', s.url + '/v1/samples', {'label': 3, 'n': 4, 'seed': 5})[2]))
+        run = open_run(tiny_run); d = load_checkpoint(run.config, run.ckpt)
+        with autocast_for('cpu', 'auto'): ref = to_uint8(to_unit(sample(guided(d), labels=[3] * 4, seed=5)))
+        diff = (got.int() - ref.int()).abs()      # (the server runs 1 thread, this process more: rounding may move a pixel a level)
+        assert diff.max() <= 1 and (diff > 0).float().mean() < 0.005, (diff.max(), (diff > 0).float().mean())
+        assert _load(s.url) > 1.5
+    finally: code, out = s.stop()
+    assert code == 0 and 'stopped' in out and 'Traceback' not in out, out      # Ctrl-C: a clean stop, not a traceback
     s = Server(tiny_run, '--max-batch', '1')
     try: assert _load(s.url) == 1
     finally: s.stop()
@@ -183,6 +194,6 @@ BLOCK_EXTRAS = "import sys\nfor m in ('fastapi', 'uvicorn', 'prometheus_client',
 
 
 def test_the_package_imports_without_the_serve_extra(tiny_run):
-    code = BLOCK_EXTRAS + "import ddpm_course.deploy, ddpm_course.cli\nsys.argv = ['ddpm_course', 'serve', '--run', sys.argv[1]]\nddpm_course.cli.main()"
+    code = BLOCK_EXTRAS + "import ddpm_course.serve, ddpm_course.export, ddpm_course.cli\nsys.argv = ['ddpm_course', 'serve', '--run', sys.argv[1]]\nddpm_course.cli.main()"
     r = subprocess.run([sys.executable, '-c', code, str(tiny_run)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "pip install 'ddpm_course[serve]'" in r.stderr and 'Traceback' not in r.stderr, r.stderr
