@@ -50,16 +50,18 @@ def conditional_learner(model: nn.Module, dls, sched: NoiseSchedule, pred_type: 
 CONDITIONAL_MODULES = ('core', 'data', 'schedules', 'models', 'ema', 'diffusion', 'sampling', 'training', 'guidance', 'conditional')
 
 def conditional_model(preset: str = 'tiny', epochs: int = 8, lr: float = 3e-3, bs: int = 32, T: int = 1000,
-                      p_uncond: float = 0.1, seed: int = 42) -> Diffusion:
-    "A class-conditional v-model of the digits (cosine schedule), trained as this chapter trains one and kept in chapter 01's cache: the EMA weights"
+                      p_uncond: float = 0.1, seed: int = 42,
+                      schedule: str = 'cosine', pred_type: str = 'v') -> Diffusion:   # (chapter 12 trains the flow schedule's 'flow' model)
+    "A class-conditional model of the digits (a v-model on the cosine schedule by default), trained as this chapter trains one and kept in chapter 01's cache: the EMA weights"
     def make(folder):
         torch.manual_seed(seed)
-        sched = make_schedule('cosine', T)
+        sched = make_schedule(schedule, T)
         learn = conditional_learner(make_unet(preset, c_in=1, img_size=(16, 16), num_classes=10), get_dls('digits', bs=bs, device='cpu'),
-                                    sched, 'v', p_uncond)
+                                    sched, pred_type, p_uncond)
         with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
-        ema_diffusion(learn, sched, 'v').save(folder)
-    key = (preset, epochs, lr, bs, T, p_uncond, seed, source_key(*(f'ddpm_course.{m}' for m in CONDITIONAL_MODULES)))
+        ema_diffusion(learn, sched, pred_type).save(folder)
+    key = (preset, epochs, lr, bs, T, p_uncond, seed, *(() if (schedule, pred_type) == ('cosine', 'v') else (schedule, pred_type)),
+           source_key(*(f'ddpm_course.{m}' for m in CONDITIONAL_MODULES)))
     return Diffusion.load(cached('conditional-digits', make, *key), device='cpu')
 
 # %% ../nbs/10_conditional.ipynb #9af27765

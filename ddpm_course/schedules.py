@@ -12,9 +12,10 @@ from .core import randn, to_device
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'PRED_TYPES', 'VARIANCES', 'check_betas', 'NoiseSchedule', 'check_T', 'betas_from_alpha_bar',
-           'linear_betas', 'cosine_betas', 'sigmoid_betas', 'rescale_zero_terminal_snr', 'make_schedule', 'check_step',
-           'check_timestep_dtype', 'check_timesteps', 'extract', 'sample_timesteps', 'q_sample', 'check_pred_type',
-           'target_for', 'pred_to_x0', 'pred_to_eps', 'check_variance', 'ddpm_step', 'gaussian_denoiser']
+           'linear_betas', 'cosine_betas', 'sigmoid_betas', 'rescale_zero_terminal_snr', 'flow_betas', 'make_schedule',
+           'check_step', 'check_timestep_dtype', 'check_timesteps', 'extract', 'sample_timesteps', 'q_sample',
+           'check_pred_type', 'target_for', 'pred_to_x0', 'pred_to_eps', 'check_variance', 'ddpm_step',
+           'gaussian_denoiser']
 
 # %% ../nbs/02_noise_schedules.ipynb #e73015d9
 _FIELDS = ('betas', 'alphas', 'alpha_bar', 'alpha_bar_prev', 'sqrt_alpha_bar', 'sqrt_one_minus_alpha_bar', 'snr', 'log_snr',
@@ -127,16 +128,22 @@ def rescale_zero_terminal_snr(betas: Tensor) -> Tensor:
     return 1 - alphas
 
 # %% ../nbs/02_noise_schedules.ipynb #64225982
-SCHEDULES = {'linear': linear_betas, 'cosine': cosine_betas, 'sigmoid': sigmoid_betas}
+def flow_betas(T: int = 1000) -> Tensor:
+    "Betas of the straight path x = (1 - s) x0 + s eps at s = (t + 1)/T: alpha_bar = (1 - s)^2 / ((1 - s)^2 + s^2), the last one 0 (chapter 12)"
+    s = torch.arange(check_T(T) + 1, dtype=torch.float64) / T
+    return betas_from_alpha_bar((1 - s) ** 2 / ((1 - s) ** 2 + s ** 2), max_beta=1.)
 
-def make_schedule(name: str = 'linear',        # a name in `SCHEDULES`: 'linear', 'cosine' or 'sigmoid'
+SCHEDULES = {'linear': linear_betas, 'cosine': cosine_betas, 'sigmoid': sigmoid_betas, 'flow': flow_betas}
+
+def make_schedule(name: str = 'linear',        # a name in `SCHEDULES`: 'linear', 'cosine', 'sigmoid' or 'flow' (chapter 12)
                   T: int = 1000,               # number of diffusion steps
                   zero_terminal_snr: bool = False,  # rescale so the last step is pure noise (Lin et al. 2023)
                   **kw) -> NoiseSchedule:      # the schedule's parameters, e.g. beta_end=0.02, s=0.008, tau=1
     "A `NoiseSchedule` by name"
     if name not in SCHEDULES: raise ValueError(f"unknown noise schedule {name!r}; choose one of {list(SCHEDULES)}, or pass your own betas to NoiseSchedule(betas)")
     betas = SCHEDULES[name](check_T(T), **kw)
-    if zero_terminal_snr: betas = rescale_zero_terminal_snr(betas)
+    if name == 'flow': zero_terminal_snr = True      # (its last step is pure noise by construction: nothing to rescale)
+    elif zero_terminal_snr: betas = rescale_zero_terminal_snr(betas)
     return NoiseSchedule(betas, name=name, zero_terminal_snr=zero_terminal_snr, **kw)
 
 # %% ../nbs/02_noise_schedules.ipynb #fff5c9e7
@@ -193,17 +200,18 @@ def q_sample(x0: Tensor,               # clean images in [-1, 1], (B, C, H, W)
     return extract(sched.sqrt_alpha_bar, t, x0) * x0 + extract(sched.sqrt_one_minus_alpha_bar, t, x0) * eps, eps
 
 # %% ../nbs/02_noise_schedules.ipynb #76cfa063
-PRED_TYPES = ('eps', 'x0', 'v')
+PRED_TYPES = ('eps', 'x0', 'v', 'flow')   # flow: the straight path's velocity eps - x0 (chapter 12)
 
 def check_pred_type(pred_type: str) -> str:
     "Check that `pred_type` is one of `PRED_TYPES`"
-    if pred_type not in PRED_TYPES: raise ValueError(f"unknown pred_type {pred_type!r}; the model predicts one of {PRED_TYPES}: the noise, the clean image, or v")
+    if pred_type not in PRED_TYPES: raise ValueError(f"unknown pred_type {pred_type!r}; the model predicts one of {PRED_TYPES}: the noise, the clean image, v, or the flow velocity eps - x0")
     return pred_type
 
 def target_for(x0: Tensor, eps: Tensor, t: Tensor | int, sched: NoiseSchedule, pred_type: str) -> Tensor:
     "The training target for `pred_type`: eps, x0, or v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (Salimans & Ho 2022, sec. 4)"
     if check_pred_type(pred_type) == 'eps': return eps
     if pred_type == 'x0': return x0
+    if pred_type == 'flow': return eps - x0
     t = check_timesteps(t, sched)
     return extract(sched.sqrt_alpha_bar, t, x0) * eps - extract(sched.sqrt_one_minus_alpha_bar, t, x0) * x0
 
@@ -218,6 +226,7 @@ def pred_to_x0(pred: Tensor,        # the model's output, (B, C, H, W)
     t = check_timesteps(t, sched)
     sab, s1ab = extract(sched.sqrt_alpha_bar, t, x_t), extract(sched.sqrt_one_minus_alpha_bar, t, x_t)
     if pred_type == 'v': return sab * x_t - s1ab * pred
+    if pred_type == 'flow': return (x_t - s1ab * pred) / (sab + s1ab)   # (x_t = sab x0 + s1ab eps, u = eps - x0)
     if sched.has_zero_alpha_bar:                # (read from the schedule once: no per-step look at t)
         torch._assert_async((sab != 0).all(), "x0 cannot be recovered from an eps-prediction where alpha_bar is 0 (zero terminal SNR): "
                             "x_t is pure noise there and x0 = (x_t - eps) / 0. Train and sample with pred_type='v' or 'x0' on this schedule.")
@@ -229,6 +238,7 @@ def pred_to_eps(pred: Tensor, x_t: Tensor, t: Tensor | int, sched: NoiseSchedule
     t = check_timesteps(t, sched)
     sab, s1ab = extract(sched.sqrt_alpha_bar, t, x_t), extract(sched.sqrt_one_minus_alpha_bar, t, x_t)
     if pred_type == 'v': return s1ab * x_t + sab * pred
+    if pred_type == 'flow': return (x_t + sab * pred) / (sab + s1ab)
     return (x_t - sab * pred) / s1ab
 
 # %% ../nbs/02_noise_schedules.ipynb #3fb46f45
@@ -269,5 +279,5 @@ def gaussian_denoiser(mu: float | Tensor,   # the data's mean, a number or per p
         sab, s1ab = extract(sched.sqrt_alpha_bar, t, x_t), extract(sched.sqrt_one_minus_alpha_bar, t, x_t)
         r = (x_t - sab * m) / (sab ** 2 * s ** 2 + s1ab ** 2)      # (x_t - E[x_t]) / Var[x_t]
         eps, x0 = s1ab * r, m + sab * s ** 2 * r
-        return {'eps': eps, 'x0': x0, 'v': sab * eps - s1ab * x0}[pred_type]
+        return {'eps': eps, 'x0': x0, 'v': sab * eps - s1ab * x0, 'flow': eps - x0}[pred_type]
     return denoise_fn

@@ -11,15 +11,15 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['DATASETS', 'SCHEDULES', 'PRED_TYPES', 'PRESETS', 'SAMPLERS', 'SPACINGS', 'DEFAULT_SAMPLER', 'DEFAULT_STEPS',
            'DEFAULT_GUIDANCE', 'REPAINT_STEPS', 'REPAINT_JUMP', 'REPAINT_RESAMPLE', 'PRESET_NOTES', 'PRECISIONS',
-           'COMPILE_MODES', 'WANDB_MODES', 'JUDGE_MAX_IMAGES', 'BOOL', 'CLI_DEFAULTS', 'MAX_N', 'MAX_GUIDANCE',
-           'MAX_SEED', 'BACKENDS', 'SAMPLER_HELP', 'SPACING_HELP', 'RUN', 'GUIDANCE', 'BUSY_CORE', 'setting', 'whole',
-           'real', 'flag_of', 'check_fields', 'TrainConfig', 'ServeConfig', 'SampleConfig', 'EditConfig',
-           'InpaintConfig', 'SdeditConfig', 'busy_cores', 'wait_policy', 'set_wait_policy']
+           'COMPILE_MODES', 'WANDB_MODES', 'OBJECTIVES', 'JUDGE_MAX_IMAGES', 'BOOL', 'CLI_DEFAULTS', 'MAX_N',
+           'MAX_GUIDANCE', 'MAX_SEED', 'BACKENDS', 'SAMPLER_HELP', 'SPACING_HELP', 'RUN', 'GUIDANCE', 'BUSY_CORE',
+           'setting', 'whole', 'real', 'flag_of', 'check_fields', 'TrainConfig', 'ServeConfig', 'SampleConfig',
+           'EditConfig', 'InpaintConfig', 'SdeditConfig', 'busy_cores', 'wait_policy', 'set_wait_policy']
 
 # %% ../nbs/16_settings.ipynb #set00006
 DATASETS = ('digits', 'shapes', 'fashion_mnist', 'cifar10')                   # chapter 01
-SCHEDULES = ('linear', 'cosine', 'sigmoid')                                  # chapter 02
-PRED_TYPES = ('eps', 'x0', 'v')                                              # chapter 02
+SCHEDULES = ('linear', 'cosine', 'sigmoid', 'flow')                          # chapter 02
+PRED_TYPES = ('eps', 'x0', 'v', 'flow')                                      # chapter 02
 PRESETS = ('tiny', 'mini', 'small', 'seed', 'seed_ref')                      # chapter 03
 SAMPLERS = ('ddim', 'ddpm', 'dpmpp_2m', 'heun')                              # chapter 07
 SPACINGS = ('linspace', 'leading', 'trailing', 'karras')                     # chapter 07
@@ -33,6 +33,7 @@ PRESET_NOTES = {'tiny': '0.09 M parameters: tests and quick checks', 'mini': '0.
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')                                # chapter 17
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune')               # chapter 18
 WANDB_MODES = ('auto', 'off', 'offline', 'online')                           # chapter 20
+OBJECTIVES = {'ddpm': ('cosine', 'v'), 'flow': ('flow', 'flow')}               # chapters 08 and 12: what a run learns, and its (schedule, pred_type)
 JUDGE_MAX_IMAGES = 6_000    # chapter 21: the judge trains on at most this many of the run's training images, a class-balanced random subset
 
 # %% ../nbs/16_settings.ipynb #set00010
@@ -77,10 +78,13 @@ class TrainConfig:
     valid_pct: float = setting(0.1, "fraction of the images held out for the validation loss", rule=(real(lambda v: 0 < v < 1), "a fraction in (0, 1)"))
     preset: str | None = setting(None, "a UNet preset of chapter 03; when not given, by image size: small up to 16 px, mini up to 32, tiny above", choices=(None, *PRESETS))
     conditional: bool = setting(False, "class-conditional model with a null class (chapter 10)", rule=BOOL)
-    schedule: str = setting('cosine', "noise schedule (chapter 02)", choices=SCHEDULES)
+    objective: str = setting('ddpm', "what the network learns: ddpm, to denoise (chapter 08), or flow, flow matching's velocity on the straight path (chapter 12)",
+                             choices=tuple(OBJECTIVES))
+    schedule: str | None = setting(None, "noise schedule (chapter 02); the objective's when not given: cosine for ddpm, flow for flow", choices=(None, *SCHEDULES))
     T: int = setting(1000, "diffusion steps", rule=(whole(2), "a whole number of at least 2 (1000 is DDPM's)"), flags=('--T',))
     zero_terminal_snr: bool = setting(False, "rescale the schedule so the last step is pure noise (needs pred_type v or x0)", rule=BOOL)
-    pred_type: str = setting('v', "what the model predicts; v is steadier than eps where the noise dominates (chapter 07)", choices=PRED_TYPES)
+    pred_type: str | None = setting(None, "what the model predicts; the objective's when not given: v for ddpm (steadier than eps where the noise dominates, chapter 07), flow for flow",
+                                    choices=(None, *PRED_TYPES))
     p_uncond: float = setting(0.1, "label dropout of a conditional model (chapter 10)", rule=(real(lambda v: 0 <= v < 1), "a probability in [0, 1)"))
     min_snr_gamma: float | None = setting(None, "min-SNR-gamma loss weighting; off when not given",
                                           rule=(real(lambda v: v > 0, True), "a positive finite number (5 is usual), or left out"))
@@ -102,11 +106,23 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.compile, bool): self.compile = 'default' if self.compile else None   # (older configs say true/false)
         check_fields(self)
+        self._objective_settings()
         if self.epochs is not None and self.steps is not None:
             raise ValueError(f"give the length of training once: --epochs {self.epochs} or --steps {self.steps}, not both")
         if self.zero_terminal_snr and self.pred_type == 'eps':
             raise ValueError("zero_terminal_snr makes the last step pure noise, where an eps-prediction says nothing about the image: "
                              "use --pred-type v (the default) or x0 with it")
+
+    def _objective_settings(self):
+        "Fill the schedule and pred_type the objective implies, and refuse a mix of the two objectives"
+        sched, pred = OBJECTIVES[self.objective]
+        self.schedule, self.pred_type = self.schedule or sched, self.pred_type or pred
+        if self.objective == 'flow':
+            if (self.schedule, self.pred_type) != (sched, pred):
+                raise ValueError(f"--objective flow learns the velocity of the straight path on its own schedule: leave --schedule and --pred-type out "
+                                 f"(they are flow's own), got --schedule {self.schedule} --pred-type {self.pred_type}")
+            if self.min_snr_gamma is not None: raise ValueError("min-SNR weighting belongs to the ddpm objective: leave --min-snr-gamma out with --objective flow")
+        elif 'flow' in (self.schedule, self.pred_type): raise ValueError("the flow schedule and the flow pred_type are the flow objective's: train with --objective flow")
 
 CLI_DEFAULTS = {'conditional': True}       # the command line trains a class-conditional model unless told --no-conditional
 

@@ -28,6 +28,7 @@ __all__ = ['min_snr_weights', 'weighted_mse', 'is_conditional', 'DDPMCallback', 
 def min_snr_weights(t: Tensor, sched: NoiseSchedule, pred_type: str, gamma: float | None = None) -> Tensor:
     "Per-sample loss weights of min-SNR-gamma (Hang et al. 2023), (B,); ones when gamma is None"
     if gamma is None: return torch.ones(len(t), device=t.device)
+    if pred_type == 'flow': raise ValueError("min-SNR weighting is derived for eps, x0 and v; train a flow model (chapter 12) without min_snr_gamma")
     snr = sched.snr.to(t.device)[t]
     if pred_type == 'eps': return (gamma / snr).clamp(max=1)   # = min(snr, gamma) / snr, and 1 where snr = 0
     return snr.clamp(max=gamma) / (1 if check_pred_type(pred_type) == 'x0' else snr + 1)
