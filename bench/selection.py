@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('MPLBACKEND', 'Agg')
 import torch
-from hostinfo import cpu_name
+from hostinfo import cpu_name, train_seconds
 from ddpm_course.core import resolve_device
 from ddpm_course.guidance import DEFAULT_GUIDANCE
 from ddpm_course.runs import load_run
@@ -34,8 +34,7 @@ def train(out: Path, setting: dict):
 
 
 def history_seconds(run: Path) -> float:
-    ckpt = run/(run/'latest').read_text().strip()
-    return float(json.loads((ckpt/'state.json').read_text())['state']['__dict__']['history'][-1]['time'])
+    return train_seconds(run)
 
 
 def main():

@@ -307,7 +307,8 @@ def add_sampling(sub):
         add_fields(p, cls); add_machine_args(p); p.set_defaults(func=cmd)
 
 def add_evaluate(sub):
-    e = sub.add_parser('evaluate', help="FID/KID vs steps, the guidance sweep and per-class metrics of a run (chapter 21)", formatter_class=HelpFormatter)
+    e = sub.add_parser('evaluate', help="FID/KID vs steps, the guidance sweep, per-class metrics, near-copies and precision/recall of a run (chapter 21)",
+                       formatter_class=HelpFormatter)
     e.add_argument('--run', required=True, help=RUN_HELP)
     e.add_argument('--out', default=None, help="folder for metrics.json and the plots (default: <run>/eval)")
     e.add_argument('--n-per-class', dest='n_per_class', type=int, default=50, help="samples per class in each row of the table")

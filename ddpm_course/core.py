@@ -27,7 +27,6 @@ def to_model_range(x: Tensor, value_range=(0, 1)) -> Tensor:
     "Images in [-1, 1], what the models and the judge are trained on, from uint8 or floats in `value_range`"
     return to_unit(x, value_range) * 2 - 1
 
-# %% ../nbs/00_core.ipynb #18bc095a
 def to_uint8(x: Tensor) -> Tensor:
     "Float images in [0, 1] to uint8, rounding to the nearest level (not truncating)"
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
@@ -78,6 +77,7 @@ def label_strip(text: str, width: int) -> Tensor:
     draw.text((1, 0), text, fill=0)
     return torch.from_numpy(np.array(img)).float()[None] / 255
 
+# %% ../nbs/00_core.ipynb #core0gr2
 def image_grid(x: Tensor, nrow: int | None = None, value_range=(-1, 1), pad: int = 2, min_px: int = GRID_MIN_PX,
                titles: list[str] | None = None) -> Image.Image:   # a label above each image (its class, say)
     "A PIL image of a grid of images (B, C, H, W) in `value_range`, `nrow` per row, each enlarged to at least `min_px` pixels"

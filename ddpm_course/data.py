@@ -324,10 +324,11 @@ class EpochLog:
     def __call__(self, row):
         names = list(self.learn.recorder.metric_names)
         if not self.header: print('  '.join(f'{n:>10}' for n in names), flush=True); self.header = True
-        if list(row) == names: return
+        if list(row) == names or len(row) < len(names): return      # the header again, or an epoch a resume skipped (nothing ran: no losses)
         cells = [str(row[0] + 1)] + [f'{v:.4f}' if isinstance(v, float) else str(v) for v in list(row)[1:]]
         print('  '.join(f'{c:>10}' for c in cells), flush=True)
 
+# %% ../nbs/01_data.ipynb #judge0p2b
 def train_classifier(dls, epochs: int = 8, lr: float = 1e-2, width: int = 32,
                      verbose: bool = False) -> nn.Module:   # show its progress: bars where a person watches, else a line per epoch
     "Train a `SmallClassifier` on `dls` (images in [-1, 1], labels) with fastai's one-cycle; returns the model in eval mode"
@@ -378,6 +379,7 @@ def cached(name: str,                    # what it is, the start of the folder's
         shutil.rmtree(folder, ignore_errors=True); os.replace(tmp, folder)
     return folder
 
+# %% ../nbs/01_data.ipynb #cache0p2b
 def cached_judge(name: str = 'digits', epochs: int = 8, seed: int = 0, device='cpu') -> SmallClassifier:
     "This section's judge of dataset `name` (its default size, all its training images): trained once, then read from the cache"
     from safetensors.torch import save_file, load_file

@@ -55,20 +55,23 @@ class Diffusion:
         if isinstance(self.net, nn.Module): self.net.eval()
         return self
 
-    @torch.no_grad()
-    def forward(self, x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        "The network's raw prediction at (x_t, t, y), float32; y None on a conditional model is the null class"
-        if not self.conditional:
-            if y is not None: raise ValueError("labels were given but the model is unconditional; train with --conditional, or sample without labels")
-            return self.net(x_t, t).float()
-        if y is None: y = torch.full_like(t, self.null_class)
-        return self.net(x_t, t, y).float()
+# %% ../nbs/05_diffusion.ipynb #dif00010
+@patch
+@torch.no_grad()
+def forward(self: Diffusion, x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+    "The network's raw prediction at (x_t, t, y), float32; y None on a conditional model is the null class"
+    if not self.conditional:
+        if y is not None: raise ValueError("labels were given but the model is unconditional; train with --conditional, or sample without labels")
+        return self.net(x_t, t).float()
+    if y is None: y = torch.full_like(t, self.null_class)
+    return self.net(x_t, t, y).float()
 
-    @torch.no_grad()
-    def predict(self, x_t: Tensor, t: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        "(x0_hat, eps_hat) at (x_t, t, y): what every sampler needs, whatever the network predicts"
-        pred = self.forward(x_t, t, y)
-        return pred_to_x0(pred, x_t, t, self.sched, self.pred_type), pred_to_eps(pred, x_t, t, self.sched, self.pred_type)
+@patch
+@torch.no_grad()
+def predict(self: Diffusion, x_t: Tensor, t: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    "(x0_hat, eps_hat) at (x_t, t, y): what every sampler needs, whatever the network predicts"
+    pred = self.forward(x_t, t, y)
+    return pred_to_x0(pred, x_t, t, self.sched, self.pred_type), pred_to_eps(pred, x_t, t, self.sched, self.pred_type)
 
 # %% ../nbs/05_diffusion.ipynb #dif00018
 DIFFUSION_FORMAT = 'ddpm_course.diffusion/1'
@@ -99,6 +102,7 @@ def load_safetensors(p: Path) -> dict[str, Tensor]:
         raise ValueError(f"{p} is corrupted ({type(e).__name__}: {e}); delete the folder {p.parent} "
                          f"to fall back to the previous checkpoint, or train again") from None
 
+# %% ../nbs/05_diffusion.ipynb #dif00181
 @patch(cls_method=True)
 def from_config(cls: Diffusion, config: dict, weights: dict[str, Tensor] | None = None, where='the config') -> Diffusion:
     "Rebuild a `Diffusion` from `config()` (or a run's config.json), with `weights` loaded into its UNet when given"

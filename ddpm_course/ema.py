@@ -196,24 +196,29 @@ class EMACallback(Callback):
         "Take the average out of the model if this callback put it in"
         if self._our_swap: self._ema.swap_out(self.learn.model); self._our_swap = False
 
-    def swap_out(self):
-        "Put the raw weights back into `learn.model` after an interrupted validation"
-        self._restore()
+# %% ../nbs/04_ema.ipynb #ema00014
+@patch
+def swap_out(self: EMACallback):
+    "Put the raw weights back into `learn.model` after an interrupted validation"
+    self._restore()
 
-    @contextmanager
-    def swapped(self):
-        "Context manager: `learn.model` holds the average inside the `with`"
-        if self._ema is None: raise RuntimeError("EMACallback has no average yet: it is made at the start of fit (or by load_state_dict)")
-        with self._ema.swapped(self.learn.model): yield self.learn.model
+@patch
+@contextmanager
+def swapped(self: EMACallback):
+    "Context manager: `learn.model` holds the average inside the `with`"
+    if self._ema is None: raise RuntimeError("EMACallback has no average yet: it is made at the start of fit (or by load_state_dict)")
+    with self._ema.swapped(self.learn.model): yield self.learn.model
 
-    def state_dict(self) -> dict:
-        "The `EMA`'s state, for a checkpoint"
-        if self._ema is None:
-            if self._pending is not None: return self._pending
-            raise RuntimeError("EMACallback has no average yet to save: it is made at the start of fit")
-        return self._ema.state_dict()
+@patch
+def state_dict(self: EMACallback) -> dict:
+    "The `EMA`'s state, for a checkpoint"
+    if self._ema is None:
+        if self._pending is not None: return self._pending
+        raise RuntimeError("EMACallback has no average yet to save: it is made at the start of fit")
+    return self._ema.state_dict()
 
-    def load_state_dict(self, sd: dict):
-        "Resume the average from `state_dict()`: now if the callback is in a `Learner`, else at `before_fit`"
-        self._pending = sd
-        if self.learn is not None and getattr(self.learn, 'model', None) is not None: self._ensure_ema()
+@patch
+def load_state_dict(self: EMACallback, sd: dict):
+    "Resume the average from `state_dict()`: now if the callback is in a `Learner`, else at `before_fit`"
+    self._pending = sd
+    if self.learn is not None and getattr(self.learn, 'model', None) is not None: self._ensure_ema()

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from fastcore.basics import patch
 from .schedules import check_timestep_dtype
 
 # %% auto #0
@@ -211,28 +212,31 @@ class UNet(nn.Module):
         "Index of the learned 'no label' class (the last row of `label_emb`); None when unconditional"
         return self.config.num_classes
 
-    def embed(self, t: Tensor, y: Tensor | None) -> Tensor:      # (B,), (B,) -> (B, emb_dim)
-        "Time embedding (sinusoidal, then the MLP if any) plus the label embedding"
-        emb = timestep_embedding(t, self.config.emb_dim)
-        if self.time_mlp is not None: emb = self.time_mlp(emb)
-        if self.num_classes is not None:
-            emb = emb + self.label_emb(y if y is not None else torch.full_like(t, self.null_class, dtype=torch.long))
-        return emb
+# %% ../nbs/03_unet_blocks.ipynb #u3unet02
+@patch
+def embed(self: UNet, t: Tensor, y: Tensor | None) -> Tensor:      # (B,), (B,) -> (B, emb_dim)
+    "Time embedding (sinusoidal, then the MLP if any) plus the label embedding"
+    emb = timestep_embedding(t, self.config.emb_dim)
+    if self.time_mlp is not None: emb = self.time_mlp(emb)
+    if self.num_classes is not None:
+        emb = emb + self.label_emb(y if y is not None else torch.full_like(t, self.null_class, dtype=torch.long))
+    return emb
 
-    def forward(self,
-                x: Tensor,               # noisy images x_t, (B, c_in, H, W); H and W multiples of 2^levels
-                t: Tensor,               # integer steps, (B,) or a scalar
-                y: Tensor | None = None, # labels in [0, num_classes], (B,); num_classes (= null_class) or None: no label
-                ) -> Tensor:             # (B, c_out, H, W)
-        t, y = _check_input(self, x, t, y)
-        L = self.config.levels
-        emb = self.embed(t, y)
-        xs = [self.inc(x)]                                          # the skips, from full resolution down
-        for i in range(1, L + 1): xs.append(getattr(self, f'sa{i}')(getattr(self, f'down{i}')(xs[-1], emb)))
-        h = xs.pop()
-        for j in range(1, len(self.config.bottleneck) + 1): h = getattr(self, f'bot{j}')(h)
-        for i in range(1, L + 1): h = getattr(self, f'sa{L + i}')(getattr(self, f'up{i}')(h, xs[L - i], emb))
-        return self.outc(h)
+@patch
+def forward(self: UNet,
+            x: Tensor,               # noisy images x_t, (B, c_in, H, W); H and W multiples of 2^levels
+            t: Tensor,               # integer steps, (B,) or a scalar
+            y: Tensor | None = None, # labels in [0, num_classes], (B,); num_classes (= null_class) or None: no label
+            ) -> Tensor:             # (B, c_out, H, W)
+    t, y = _check_input(self, x, t, y)
+    L = self.config.levels
+    emb = self.embed(t, y)
+    xs = [self.inc(x)]                                          # the skips, from full resolution down
+    for i in range(1, L + 1): xs.append(getattr(self, f'sa{i}')(getattr(self, f'down{i}')(xs[-1], emb)))
+    h = xs.pop()
+    for j in range(1, len(self.config.bottleneck) + 1): h = getattr(self, f'bot{j}')(h)
+    for i in range(1, L + 1): h = getattr(self, f'sa{L + i}')(getattr(self, f'up{i}')(h, xs[L - i], emb))
+    return self.outc(h)
 
 # %% ../nbs/03_unet_blocks.ipynb #c80da248
 def _check_input(model: UNet, x: Tensor, t, y) -> tuple[Tensor, Tensor | None]:

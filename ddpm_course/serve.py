@@ -26,7 +26,7 @@ from torch import Tensor
 from pydantic import ConfigDict, Field, ValidationError, create_model
 from .core import to_unit, to_uint8, image_grid, resolve_device
 from .diffusion import Diffusion
-from .sampling import SAMPLERS, DEFAULT_SAMPLER, DEFAULT_STEPS, sample, start_noise
+from .sampling import SAMPLERS, STOCHASTIC, DEFAULT_SAMPLER, DEFAULT_STEPS, sample, start_noise
 from .guidance import DEFAULT_GUIDANCE, guided
 from .runs import read_config, latest_checkpoint, load_checkpoint, join_tensors
 from .settings import ServeConfig, MAX_N, MAX_GUIDANCE, MAX_SEED
@@ -48,12 +48,17 @@ def training_summary(config: dict, ckpt: Path) -> dict:
     return dict(epochs=int(meta['epoch']), epochs_planned=(config.get('plan') or {}).get('epochs') or config['train'].get('epochs'),
                 checkpoint=Path(ckpt).name, train_loss=last.get('train_loss'), valid_loss=last.get('valid_loss'), train_seconds=last.get('time'))
 
+_PRDC = ('precision', 'recall', 'density', 'coverage')   # (chapter 21's PRDC_NAMES; not imported from it, which would bring fastai and matplotlib)
+
 def run_metrics(run_dir: str | Path) -> dict | None:
-    "The headline of `ddpm_course evaluate`'s metrics.json (chapter 21), when the run has been scored"
+    "The headline of `ddpm_course evaluate`'s metrics.json (chapter 21), when the run has been scored; None when it has not, or it cannot be read"
     try: m = json.loads((Path(run_dir)/'eval'/'metrics.json').read_text())
     except (OSError, ValueError): return None
-    return dict(main=m.get('main'), floor_fid=(m.get('floor') or {}).get('fid'), judge_accuracy=m.get('classifier_valid_accuracy'),
-                judge_warning=m.get('judge_warning'), n_samples=m.get('n_samples'))
+    if not isinstance(m, dict): return None
+    floor, nov = m.get('floor') or {}, m.get('novelty') or {}
+    return dict(main=m.get('main'), floor_fid=floor.get('fid'), judge_accuracy=m.get('classifier_valid_accuracy'),
+                judge_warning=m.get('judge_warning'), n_samples=m.get('n_samples'), **{k: m.get(k) for k in _PRDC},
+                floor_prdc={k: floor.get(k) for k in _PRDC}, near_copy_share=nov.get('share'), near_copy_q=nov.get('q'))
 
 def model_card(d: Diffusion, run: SimpleNamespace, backend: str = 'torch', max_n: int = MAX_N, precision: str = 'fp32') -> dict:
     "What a client needs to know about the served model, from the model and its run folder (`open_run`)"
@@ -119,8 +124,8 @@ class SampleRequest:
 
     @property
     def batch_key(self) -> tuple:
-        "Requests with the same key can share one sampler call (DDPM draws step noise from one generator: its requests go alone)"
-        return (self.sampler, self.steps, self.labels is not None, self.guidance, self.seed if self.sampler == 'ddpm' else None)
+        "Requests with the same key can share one sampler call (DDPM and the SDE draw step noise from one generator: their requests go alone)"
+        return (self.sampler, self.steps, self.labels is not None, self.guidance, self.seed if self.sampler in STOCHASTIC else None)
 
 def _labels(b, d: Diffusion) -> tuple[int, ...] | None:
     "The labels a checked body asks for, one per image, or None"
@@ -157,11 +162,11 @@ def sample_batch(d: Diffusion, reqs: list[SampleRequest], precision: str = 'fp32
     "Sample requests of one `batch_key` in one sampler call: uint8 images (n, C, H, W) per request, each as if it were sampled alone"
     r0 = reqs[0]
     if any(r.batch_key != r0.batch_key for r in reqs): raise ValueError("requests of different settings cannot share a sampler call")
-    if r0.sampler == 'ddpm' and len(reqs) > 1: raise ValueError("DDPM requests are sampled one at a time")
+    if r0.sampler in STOCHASTIC and len(reqs) > 1: raise ValueError(f"{r0.sampler} requests are sampled one at a time")
     model = d if r0.labels is None else guided(d, r0.guidance)
     y = None if r0.labels is None else torch.tensor([k for r in reqs for k in r.labels])
     with autocast_for(d.device, precision):
-        if r0.sampler == 'ddpm': x = sample(model, n=r0.n, labels=y, sampler='ddpm', steps=r0.steps, seed=r0.seed)
+        if r0.sampler in STOCHASTIC: x = sample(model, n=r0.n, labels=y, sampler=r0.sampler, steps=r0.steps, seed=r0.seed)
         else: x = sample(model, labels=y, sampler=r0.sampler, steps=r0.steps, x_T=torch.cat([request_noise(r, d) for r in reqs]))
     return list(to_uint8(to_unit(x)).cpu().split([r.n for r in reqs]))
 

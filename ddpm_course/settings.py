@@ -21,7 +21,7 @@ DATASETS = ('digits', 'shapes', 'fashion_mnist', 'cifar10')                   # 
 SCHEDULES = ('linear', 'cosine', 'sigmoid', 'flow')                          # chapter 02
 PRED_TYPES = ('eps', 'x0', 'v', 'flow')                                      # chapter 02
 PRESETS = ('tiny', 'mini', 'small', 'seed', 'seed_ref')                      # chapter 03
-SAMPLERS = ('ddim', 'ddpm', 'dpmpp_2m', 'heun')                              # chapter 07
+SAMPLERS = ('ddim', 'ddpm', 'dpmpp_2m', 'heun', 'sde')                       # chapter 07
 SPACINGS = ('linspace', 'leading', 'trailing', 'karras')                     # chapter 07
 DEFAULT_SAMPLER, DEFAULT_STEPS = 'dpmpp_2m', 10                              # chapter 07
 DEFAULT_GUIDANCE = 3.                                                        # chapter 09
@@ -151,7 +151,8 @@ class ServeConfig:
         check_fields(self, "{flag} must be {what}, got {value}")
 
 # %% ../nbs/16_settings.ipynb #set00031
-SAMPLER_HELP = "ddim (DDIM), dpmpp_2m (DPM-Solver++(2M)), heun (Heun with Karras's spacing: two calls a step) or ddpm (strided when --steps < T)"
+SAMPLER_HELP = ("ddim (DDIM), dpmpp_2m (DPM-Solver++(2M)), heun (Heun with Karras's spacing: two calls a step), ddpm (strided when --steps < T) "
+                "or sde (the reverse SDE by Euler-Maruyama, chapter 06: stochastic like ddpm, and it needs many steps)")
 SPACING_HELP = "which timesteps (chapter 07); when not given, the sampler's own: karras for heun, trailing for the others"
 RUN = setting('', "a run folder written by `ddpm_course train`", rule=(lambda v: bool(v), "a run folder"), required=True)
 GUIDANCE = (real(lambda v: v >= 0, True), "a number >= 0 (0: unconditional, 1: conditional, >1: stronger), or left out for DEFAULT_GUIDANCE")
