@@ -1,11 +1,11 @@
 """Choosing the default job's settings by a validation metric: one setting at a time is moved away from the default
 (learning rate, EMA decay, training length), each variant trained by the command line like the default job, and every
-run scored the same way: FID and KID of 500 guided samples (DPM-Solver++(2M), 10 calls, guidance 3) in the judge's
+run scored the same way: FID and KID of guided samples (--n-per-class of each digit) (DPM-Solver++(2M), 10 calls, guidance 3) in the judge's
 features against the training digits, beside the real-data floor (the held-out digits against the training ones), and
 the judged accuracy. The objective is compared by bench/objectives.py. Prints a table; writes bench/selection.{json,md} and
 nbs/images/selection.png, which chapter 11 reads.
 
-    python bench/selection.py               # 7 runs of the default job; about 40 min on a quiet 2-core CPU
+    python bench/selection.py               # after bench/objectives.py --data digits --lengths 6 12: 4 more runs of the default job; about 20 min on a quiet 2-core CPU
 """
 import argparse, json, os, subprocess, sys
 from pathlib import Path
@@ -22,7 +22,15 @@ from ddpm_course.scoring import run_classifier
 from ddpm_course.evaluation import real_features, dataset_floor, evaluate
 
 DEFAULTS = {'lr': TrainConfig().lr, 'ema_decay': TrainConfig().ema_decay, 'epochs': 25}
-SWEEP = {'lr': [3e-4, 1e-3, 3e-3], 'ema_decay': [0.99, 0.999, 0.9999], 'epochs': [10, 25, 50]}
+SWEEP = {'lr': [3e-4, 1e-3, 3e-3], 'ema_decay': [0.99, 0.999, 0.9999], 'epochs': [6, 12, 25]}
+SHARED = ROOT/'runs'/'objectives'/'digits'   # bench/objectives.py trains the default job and 6- and 12-epoch runs of it: the same runs, not trained twice
+
+
+def shared_run(v: dict) -> Path | None:
+    "The run of bench/objectives.py that is this variant (the default objective, only the epochs moved), if it has been trained"
+    if (v['lr'], v['ema_decay']) != (DEFAULTS['lr'], DEFAULTS['ema_decay']): return None
+    run = SHARED/f"ddpm-{'planned' if v['epochs'] == DEFAULTS['epochs'] else v['epochs']}"
+    return run if (run/'latest').exists() else None
 FLAGS = {'lr': '--lr', 'ema_decay': '--ema-decay', 'epochs': '--epochs'}
 
 
@@ -47,7 +55,8 @@ def main():
     rows, clf = [], None
     for v in variants:
         name = '-'.join(f"{k}{v[k]:g}" for k in DEFAULTS)
-        run = runs/name; train(run, v)
+        run = shared_run(v) or runs/name
+        if run == runs/name: train(run, v)
         d, config = load_run(run, device=device)
         if clf is None:
             clf, dls = run_classifier(config, runs/'judge', device=device, verbose=False)
