@@ -58,7 +58,8 @@ def check_fields(obj, message: str = "{name} ({flag}) must be {what}, got {value
     fs = fields(obj)
     for f in fs:
         v, options = getattr(obj, f.name), f.metadata.get('choices')
-        if options is not None and v not in options: raise ValueError(f"{f.name} must be one of {list(options)}, got {v!r}")
+        if options is not None and v not in options:                    # (None in the choices: left to another setting; not one to name)
+            raise ValueError(f"{f.name} must be one of {[o for o in options if o is not None]}, got {v!r}")
     for f in fs:
         rule, v = f.metadata.get('rule'), getattr(obj, f.name)
         if rule is not None and not rule[0](v): raise ValueError(message.format(name=f.name, flag=flag_of(f.name, f), what=rule[1], value=v))

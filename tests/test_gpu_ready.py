@@ -44,9 +44,9 @@ def test_training_step_is_one_graph(unet, pred_type):
 # Each sampler's step with the default pred_type (v), and each pred_type's conversions with one sampler: the cases that can break
 # differently (the pred_type code is shared by every sampler, through `denoise`; the full grid of 18 traced the same code 3 times)
 SAMPLER_CASES = [('v', dict(sampler='ddim')), ('v', dict(sampler='ddim', eta=1.)), ('v', dict(sampler='ddim', clip_x0=None)), ('v', dict(sampler='ddpm')),
-                 ('v', dict(sampler='dpmpp_2m')), ('v', dict(sampler='heun')), ('eps', dict(sampler='ddim')), ('x0', dict(sampler='ddim'))]
+                 ('v', dict(sampler='dpmpp_2m')), ('v', dict(sampler='heun')), ('v', dict(sampler='sde')), ('eps', dict(sampler='ddim')), ('x0', dict(sampler='ddim'))]
 
-@pytest.mark.parametrize('pred_type, kw', SAMPLER_CASES, ids=['v-ddim', 'v-ddim-eta1', 'v-ddim-noclip', 'v-ddpm', 'v-dpmpp_2m', 'v-heun', 'eps-ddim', 'x0-ddim'])
+@pytest.mark.parametrize('pred_type, kw', SAMPLER_CASES, ids=['v-ddim', 'v-ddim-eta1', 'v-ddim-noclip', 'v-ddpm', 'v-dpmpp_2m', 'v-heun', 'v-sde', 'eps-ddim', 'x0-ddim'])
 def test_sampler_step_with_guidance_is_one_graph(unet, kw, pred_type):
     d, ts = Diffusion(unet.eval(), SCHED, pred_type), timesteps_for(SCHED.T, 20)
     if kw['sampler'] == 'ddpm': kw = {**kw, 'sub': respace_schedule(SCHED, ts)}
@@ -65,7 +65,7 @@ def test_graph_check_catches_a_break():
 
 
 @pytest.mark.parametrize('kw', [dict(), dict(sampler='ddim'), dict(sampler='ddim', eta=0.5), dict(sampler='ddpm'), dict(sampler='heun'),
-                                dict(guidance=0.), dict(clip_x0=None)])
+                                dict(sampler='sde'), dict(guidance=0.), dict(clip_x0=None)])
 def test_sampling_reads_nothing_per_step(unet, kw):
     kw = dict(kw); d = guided(Diffusion(unet.eval(), SCHED, 'v'), kw.pop('guidance', None))
     def reads(steps):
