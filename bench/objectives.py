@@ -114,7 +114,7 @@ def write_table(res: dict, path: Path, npc: int):
     lines += ['', "Quality against training length. A step costs the same for both objectives (the same UNet, batch and data; only the "
               "regression target differs), so the epochs are the fair axis; the minutes are wall time on a 2-core machine that other jobs "
               "shared while these runs trained, and overstate a quiet machine's time.",
-              '', '| objective | epochs | training time | FID (DPM-Solver++(2M), 20 calls) | judged the asked class | | FID (DPM-Solver++(2M), 20 calls) | judged the asked class |', '|---|---:|---:|---:|---:|']
+              '', '| objective | epochs | training time | FID (DPM-Solver++(2M), 20 calls) | judged the asked class |', '|---|---:|---:|---:|---:|']
     for r in sorted(res['runs'], key=lambda r: (r['objective'], r['train_seconds'])):
         row = next(x for x in r['rows'] if x['sampler'] == 'dpmpp_2m' and x['calls'] == 20)
         lines.append(f"| {r['objective']} | {r['epochs']} | {r['train_seconds'] / 60:.1f} min | {row['fid']:.2f} | {row.get('accuracy', float('nan')):.1%} |")
