@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from .data import class_rows, classify, get_dls, cached, source_key     # (first: chapter 01 imports fastai quietly)
 from fastai.callback.core import Callback
+from fastai.torch_core import set_seed
 from .core import to_unit, unwrap
 from .schedules import NoiseSchedule, make_schedule
 from .models import make_unet
@@ -54,7 +55,7 @@ def conditional_model(preset: str = 'tiny', epochs: int = 8, lr: float = 3e-3, b
                       schedule: str = 'cosine', pred_type: str = 'v') -> Diffusion:   # (chapter 12 trains the flow schedule's 'flow' model)
     "A class-conditional model of the digits (a v-model on the cosine schedule by default), trained as this chapter trains one and kept in chapter 01's cache: the EMA weights"
     def make(folder):
-        torch.manual_seed(seed)
+        set_seed(seed, reproducible=True)      # python's, numpy's and torch's generators: fastai's DataLoader shuffles with python's
         sched = make_schedule(schedule, T)
         learn = conditional_learner(make_unet(preset, c_in=1, img_size=(16, 16), num_classes=10), get_dls('digits', bs=bs, device='cpu'),
                                     sched, pred_type, p_uncond)
