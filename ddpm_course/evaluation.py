@@ -146,9 +146,10 @@ def sample_set(diffusion: Diffusion,
     return to_unit(x).cpu(), y
 
 # %% ../nbs/11_evaluation.ipynb #26bd9d79
-def score_samples(clf: nn.Module, x: Tensor, y: Tensor | None, f_ref: np.ndarray, n_subsets: int = 100, seed: int = 0) -> dict:
+def score_samples(clf: nn.Module, x: Tensor, y: Tensor | None, f_ref: np.ndarray, n_subsets: int = 100, seed: int = 0,
+                  f: np.ndarray | None = None) -> dict:   # x's features, when they have been computed already
     "FID and KID of samples `x` (in [0, 1]) against reference features; the classifier's accuracy and predictions when labels `y` are given"
-    f = features_of(clf, x)
+    if f is None: f = features_of(clf, x)
     k, ks = kid(f, f_ref, n_subsets=n_subsets, seed=seed)
     out = dict(n=len(x), fid=fid_from_features(f, f_ref), kid=k, kid_std=ks)
     if y is not None:
@@ -161,6 +162,7 @@ def evaluate(diffusion: Diffusion, clf: nn.Module, f_ref: np.ndarray,
              settings: list[tuple[str, int, float]],    # (sampler name, steps, guidance scale)
              n: int = 200, seed: int = 0, n_subsets: int = 100, bs: int = 500,
              cache: dict | None = None,                 # rows already computed, by (sampler, steps, guidance, n, seed); filled in
+             keep: dict | None = None,                  # {(sampler, steps, guidance): None} of settings whose (samples, features) to keep, if sampled here; filled in
              verbose: bool = False) -> list[dict]:      # print each row as it is done
     "One row of scores (FID, KID, accuracy, seconds) per setting, each sampled from the same noise"
     rows, done = [], ({} if cache is None else cache)
@@ -170,9 +172,11 @@ def evaluate(diffusion: Diffusion, clf: nn.Module, f_ref: np.ndarray,
         if key not in done:
             t0 = time.time()
             x, y = sample_set(diffusion, n, w, name, int(steps), seed, bs)
+            f = features_of(clf, x)
             done[key] = dict(sampler=name, steps=int(steps), guidance=float(w) if y is not None else None,     # no guidance without labels
-                             **score_samples(clf, x, y, f_ref, n_subsets, seed),
+                             **score_samples(clf, x, y, f_ref, n_subsets, seed, f),
                              seconds=time.time() - t0)
+            if keep is not None and key[:3] in keep: keep[key[:3]] = (x, f)
             if verbose: print(format_rows([done[key]], header=False), flush=True)
         rows.append(done[key])
     return rows

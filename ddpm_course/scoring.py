@@ -19,15 +19,15 @@ from .core import resolve_device
 from .diffusion import weights_of
 from .guidance import DEFAULT_GUIDANCE
 from .settings import JUDGE_MAX_IMAGES
-from .evaluation import (real_features, features_of, dataset_floor, class_metrics, plot_confusion, sample_set, score_samples,
-                                    evaluate, format_rows, plot_fid_vs_steps, plot_guidance, novelty, prdc)
+from .evaluation import (real_features, dataset_floor, class_metrics, plot_confusion, evaluate, format_rows,
+                                    plot_fid_vs_steps, plot_guidance, novelty, prdc)
 from .runs import load_run, write_json_atomic
 
 # %% auto #0
 __all__ = ['PRDC_K', 'PRDC_MAX_REAL', 'NOVELTY_Q', 'PRDC_NAMES', 'JUDGE_BAR', 'classifier_meta', 'save_classifier',
-           'load_classifier', 'run_dls', 'judge_dls', 'run_classifier', 'sample_scored', 'score_settings', 'prdc_at',
-           'near_copies', 'novelty_summary', 'fidelity_and_novelty', 'plot_nearest', 'plot_prdc_vs_guidance',
-           'check_judge', 'class_scores', 'add_fidelity_and_novelty', 'report', 'evaluate_run']
+           'load_classifier', 'run_dls', 'judge_dls', 'run_classifier', 'score_settings', 'prdc_at', 'near_copies',
+           'novelty_summary', 'fidelity_and_novelty', 'plot_nearest', 'plot_prdc_vs_guidance', 'check_judge',
+           'class_scores', 'add_fidelity_and_novelty', 'report', 'evaluate_run']
 
 # %% ../nbs/21_scoring.ipynb #986f169e
 def classifier_meta(config: dict, clf: nn.Module | None = None, max_images: int = JUDGE_MAX_IMAGES) -> dict:
@@ -102,27 +102,13 @@ PRDC_MAX_REAL = 6_000               # the real balls are drawn around at most th
 NOVELTY_Q = 0.05                    # the share of held-out real images the near-copy threshold flags: what a model that copies nothing scores
 PRDC_NAMES = ('precision', 'recall', 'density', 'coverage')
 
-def sample_scored(d, clf: nn.Module, f_train: np.ndarray, setting: tuple[str, int, float], n: int, seed: int = 0,
-                  n_subsets: int = 100) -> tuple[dict, Tensor, np.ndarray]:
-    "`evaluate`'s row of one (sampler, steps, guidance), with its samples (in [0, 1]) and their judge features kept"
-    (name, steps, w), t0 = setting, time.time()
-    x, y = sample_set(d, n, w, name, int(steps), seed)
-    row = dict(sampler=name, steps=int(steps), guidance=float(w) if y is not None else None, **score_samples(clf, x, y, f_train, n_subsets, seed))
-    row['seconds'] = time.time() - t0
-    return row, x, features_of(clf, x)
-
 def score_settings(d, clf: nn.Module, f_train: np.ndarray, curve: list, sweep: list, keep: list, n: int, seed: int = 0,
                    n_subsets: int = 100, verbose: bool = False) -> tuple[list, list, dict, Tensor]:
     "`evaluate`'s rows of `curve` and `sweep`, each setting sampled once; the judge features of the settings in `keep`, and the samples of the first"
-    cache, feats, x_first = {}, {}, None
-    evaluate(d, clf, f_train, [s for s in curve if s not in keep], n, seed, n_subsets, cache=cache, verbose=verbose)   # (prints the table's head)
-    for s in keep:
-        row, x, feats[s] = sample_scored(d, clf, f_train, s, n, seed, n_subsets)
-        cache[s[0], int(s[1]), float(s[2]), n, seed] = row                   # `evaluate`'s cache key: it does not sample this setting again
-        if x_first is None: x_first = x
-        if verbose: print(format_rows([row], header=False), flush=True)
-    rows = evaluate(d, clf, f_train, curve + sweep, n, seed, n_subsets, cache=cache)   # every row is in the cache now: in order
-    return rows[:len(curve)], rows[len(curve):], feats, x_first
+    kept = {(name, int(steps), float(w)): None for name, steps, w in keep}
+    rows = evaluate(d, clf, f_train, curve + sweep, n, seed, n_subsets, keep=kept, verbose=verbose)
+    feats = {s: f for s, (x, f) in zip(keep, kept.values())}
+    return rows[:len(curve)], rows[len(curve):], feats, next(iter(kept.values()))[0]
 
 def prdc_at(f_real: np.ndarray, f_fake: np.ndarray, m: int, seed: int = 0) -> dict:
     "`prdc` of `f_fake` against `f_real` in disjoint random sets of `m` (recall and coverage depend on m), averaged over the sets"
