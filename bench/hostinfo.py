@@ -1,5 +1,6 @@
-"""What the benchmarks say about the machine they ran on."""
-import platform
+"""What the benchmarks share: the machine they ran on, and runs trained by the command line as a user trains them."""
+import platform, subprocess, sys
+from pathlib import Path
 
 
 def cpu_name() -> str:
@@ -16,3 +17,10 @@ def train_seconds(run) -> float:
     from ddpm_course.runs import read_config, latest_checkpoint
     from ddpm_course.serve import training_summary
     return float(training_summary(read_config(run), latest_checkpoint(run))['train_seconds'])
+
+
+def train_run(out, *flags) -> float:
+    "Train a run by `ddpm_course train` with `flags` (no grids, W&B off; --resume finishes a run cut short and leaves a finished one); its training seconds"
+    cmd = ['-m', 'ddpm_course.cli', 'train', '--out', str(out), '--wandb', 'off', '--sample-every', '0', '--quiet', '--resume', *map(str, flags)]
+    subprocess.run([sys.executable, *cmd], check=True, cwd=Path(__file__).resolve().parents[1])
+    return train_seconds(out)

@@ -9,13 +9,13 @@ training time. Prints tables; writes bench/objectives_DATA.{json,md} and nbs/ima
     python bench/objectives.py --data digits --lengths 6 12        # the default job and 6- and 12-epoch runs; ~35 min on 2 cores
     python bench/objectives.py --data letters                       # EMNIST letters, the real-data recipe; ~1.5 h on 2 cores
 """
-import argparse, json, os, subprocess, sys, time
+import argparse, json, os, subprocess, sys
 from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('MPLBACKEND', 'Agg')
 import torch
-from hostinfo import cpu_name, train_seconds
+from hostinfo import cpu_name, train_run
 from ddpm_course.core import resolve_device
 from ddpm_course.guidance import DEFAULT_GUIDANCE
 from ddpm_course.sampling import model_calls
@@ -34,15 +34,6 @@ def folder_of_letters(n: int = 60_000) -> Path:
         subprocess.run([sys.executable, str(ROOT/'bench'/'npz_to_folder.py'), str(ROOT.parent/'shared'/'data'/'emnist_letters_train.npz'),
                         str(out), '--n', str(n)], check=True)
     return out
-
-
-def train(out: Path, objective: str, dataset: str | None, epochs: int | None) -> float:
-    "Train one run by the command line (--resume finishes one cut short, and leaves a finished one); its training seconds, from its history"
-    flags = ['--objective', objective, '--out', str(out), '--wandb', 'off', '--sample-every', '0', '--quiet', '--resume']
-    if dataset: flags += ['--dataset', dataset]
-    if epochs: flags += ['--epochs', str(epochs)]
-    subprocess.run([sys.executable, '-m', 'ddpm_course.cli', 'train', *flags], check=True, cwd=ROOT)
-    return train_seconds(out)
 
 
 def score(run: Path, judge_dir: Path, samplers, calls, n_per_class: int, seed: int = 0) -> tuple[list[dict], dict]:
@@ -72,7 +63,7 @@ def main():
     for objective in OBJECTIVES:
         for epochs in [None, *a.lengths]:
             run = base/f"{objective}-{epochs or 'planned'}"
-            secs = train(run, objective, dataset, epochs)
+            secs = train_run(run, '--objective', objective, *(['--dataset', dataset] if dataset else []), *(['--epochs', epochs] if epochs else []))
             full = epochs is None
             rows, floor = score(run, base/'judge', a.samplers if full else ['dpmpp_2m'], a.calls if full else [20], npc)
             res['floor'] = floor

@@ -7,13 +7,13 @@ nbs/images/selection.png, which chapter 11 reads.
 
     python bench/selection.py               # after bench/objectives.py --data digits --lengths 6 12: 4 more runs of the default job; about 20 min on a quiet 2-core CPU
 """
-import argparse, json, os, subprocess, sys
+import argparse, json, os, sys
 from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('MPLBACKEND', 'Agg')
 import torch
-from hostinfo import cpu_name, train_seconds
+from hostinfo import cpu_name, train_seconds, train_run
 from ddpm_course.core import resolve_device
 from ddpm_course.guidance import DEFAULT_GUIDANCE
 from ddpm_course.runs import load_run
@@ -34,17 +34,6 @@ def shared_run(v: dict) -> Path | None:
 FLAGS = {'lr': '--lr', 'ema_decay': '--ema-decay', 'epochs': '--epochs'}
 
 
-def train(out: Path, setting: dict):
-    "Train one variant by the command line; --resume finishes a run that was cut short and leaves a finished one as it is"
-    flags = [a for k, v in setting.items() for a in (FLAGS[k], str(v))]
-    subprocess.run([sys.executable, '-m', 'ddpm_course.cli', 'train', '--out', str(out), '--wandb', 'off', '--sample-every', '0', '--quiet', '--resume', *flags],
-                   check=True, cwd=ROOT)
-
-
-def history_seconds(run: Path) -> float:
-    return train_seconds(run)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--runs', default=str(ROOT/'runs'/'selection'))
@@ -56,14 +45,14 @@ def main():
     for v in variants:
         name = '-'.join(f"{k}{v[k]:g}" for k in DEFAULTS)
         run = shared_run(v) or runs/name
-        if run == runs/name: train(run, v)
+        if run == runs/name: train_run(run, *(a for k in v for a in (FLAGS[k], v[k])))
         d, config = load_run(run, device=device)
         if clf is None:
             clf, dls = run_classifier(config, runs/'judge', device=device, verbose=False)
             f_train, f_valid = real_features(clf, dls); floor = dataset_floor(f_train, f_valid)
         r = evaluate(d, clf, f_train, [('dpmpp_2m', 10, DEFAULT_GUIDANCE)], n=a.n_per_class * 10, seed=0)[0]
         r.pop('y_pred', None)
-        rows.append({**v, 'changed': next((k for k in DEFAULTS if v[k] != DEFAULTS[k]), None), 'train_seconds': history_seconds(run),
+        rows.append({**v, 'changed': next((k for k in DEFAULTS if v[k] != DEFAULTS[k]), None), 'train_seconds': train_seconds(run),
                      'fid': r['fid'], 'kid': r['kid'], 'kid_std': r['kid_std'], 'accuracy': r['accuracy']})
         print(rows[-1], flush=True)
     res = dict(machine=f"{cpu_name()}, torch {torch.__version__}", floor=floor, defaults=DEFAULTS, rows=rows, n=a.n_per_class * 10)
