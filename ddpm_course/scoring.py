@@ -18,16 +18,16 @@ from fastai.data.core import DataLoaders
 from .core import resolve_device
 from .diffusion import weights_of
 from .guidance import DEFAULT_GUIDANCE
-from .settings import JUDGE_MAX_IMAGES
+from .settings import JUDGE_MAX_IMAGES, PRDC_NAMES
 from .evaluation import (real_features, dataset_floor, class_metrics, plot_confusion, evaluate, format_rows,
                                     plot_fid_vs_steps, plot_guidance, novelty, prdc)
 from .runs import load_run, write_json_atomic
 
 # %% auto #0
-__all__ = ['PRDC_K', 'PRDC_MAX_REAL', 'NOVELTY_Q', 'PRDC_NAMES', 'JUDGE_BAR', 'classifier_meta', 'save_classifier',
-           'load_classifier', 'run_dls', 'judge_dls', 'run_classifier', 'score_settings', 'prdc_at', 'near_copies',
-           'novelty_summary', 'fidelity_and_novelty', 'plot_nearest', 'plot_prdc_vs_guidance', 'check_judge',
-           'class_scores', 'add_fidelity_and_novelty', 'report', 'evaluate_run']
+__all__ = ['PRDC_K', 'PRDC_MAX_REAL', 'NOVELTY_Q', 'JUDGE_BAR', 'classifier_meta', 'save_classifier', 'load_classifier',
+           'run_dls', 'judge_dls', 'run_classifier', 'score_settings', 'prdc_at', 'near_copies', 'novelty_summary',
+           'fidelity_and_novelty', 'plot_nearest', 'plot_prdc_vs_guidance', 'check_judge', 'class_scores',
+           'add_fidelity_and_novelty', 'report', 'evaluate_run']
 
 # %% ../nbs/21_scoring.ipynb #986f169e
 def classifier_meta(config: dict, clf: nn.Module | None = None, max_images: int = JUDGE_MAX_IMAGES) -> dict:
@@ -100,7 +100,6 @@ def run_classifier(config: dict, folder: str | Path, epochs: int = 8, device=Non
 PRDC_K = 5                          # the k of the k-NN balls: the prdc package's default, and Naeem et al.'s choice
 PRDC_MAX_REAL = 6_000               # the real balls are drawn around at most this many training features (a class-balanced subset): N^2 distances
 NOVELTY_Q = 0.05                    # the share of held-out real images the near-copy threshold flags: what a model that copies nothing scores
-PRDC_NAMES = ('precision', 'recall', 'density', 'coverage')
 
 def score_settings(d, clf: nn.Module, f_train: np.ndarray, curve: list, sweep: list, keep: list, n: int, seed: int = 0,
                    n_subsets: int = 100, verbose: bool = False) -> tuple[list, list, dict, Tensor]:

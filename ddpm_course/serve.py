@@ -29,7 +29,7 @@ from .diffusion import Diffusion
 from .sampling import SAMPLERS, STOCHASTIC, DEFAULT_SAMPLER, DEFAULT_STEPS, sample, start_noise
 from .guidance import DEFAULT_GUIDANCE, guided
 from .runs import read_config, latest_checkpoint, load_checkpoint, join_tensors
-from .settings import ServeConfig, MAX_N, MAX_GUIDANCE, MAX_SEED
+from .settings import ServeConfig, MAX_N, MAX_GUIDANCE, MAX_SEED, PRDC_NAMES
 from .machine import resolve_precision, autocast_for
 from .export import load_onnx, export_dir
 
@@ -48,7 +48,6 @@ def training_summary(config: dict, ckpt: Path) -> dict:
     return dict(epochs=int(meta['epoch']), epochs_planned=(config.get('plan') or {}).get('epochs') or config['train'].get('epochs'),
                 checkpoint=Path(ckpt).name, train_loss=last.get('train_loss'), valid_loss=last.get('valid_loss'), train_seconds=last.get('time'))
 
-_PRDC = ('precision', 'recall', 'density', 'coverage')   # (chapter 21's PRDC_NAMES; not imported from it, which would bring fastai and matplotlib)
 
 def run_metrics(run_dir: str | Path) -> dict | None:
     "The headline of `ddpm_course evaluate`'s metrics.json (chapter 21), when the run has been scored; None when it has not, or it cannot be read"
@@ -57,8 +56,8 @@ def run_metrics(run_dir: str | Path) -> dict | None:
     if not isinstance(m, dict): return None
     floor, nov = m.get('floor') or {}, m.get('novelty') or {}
     return dict(main=m.get('main'), floor_fid=floor.get('fid'), judge_accuracy=m.get('classifier_valid_accuracy'),
-                judge_warning=m.get('judge_warning'), n_samples=m.get('n_samples'), **{k: m.get(k) for k in _PRDC},
-                floor_prdc={k: floor.get(k) for k in _PRDC}, near_copy_share=nov.get('share'), near_copy_q=nov.get('q'))
+                judge_warning=m.get('judge_warning'), n_samples=m.get('n_samples'), **{k: m.get(k) for k in PRDC_NAMES},
+                floor_prdc={k: floor.get(k) for k in PRDC_NAMES}, near_copy_share=nov.get('share'), near_copy_q=nov.get('q'))
 
 def model_card(d: Diffusion, run: SimpleNamespace, backend: str = 'torch', max_n: int = MAX_N, precision: str = 'fp32') -> dict:
     "What a client needs to know about the served model, from the model and its run folder (`open_run`)"

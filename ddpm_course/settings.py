@@ -11,10 +11,11 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['DATASETS', 'SCHEDULES', 'PRED_TYPES', 'PRESETS', 'SAMPLERS', 'SPACINGS', 'DEFAULT_SAMPLER', 'DEFAULT_STEPS',
            'DEFAULT_GUIDANCE', 'REPAINT_STEPS', 'REPAINT_JUMP', 'REPAINT_RESAMPLE', 'PRESET_NOTES', 'PRECISIONS',
-           'COMPILE_MODES', 'WANDB_MODES', 'OBJECTIVES', 'JUDGE_MAX_IMAGES', 'BOOL', 'CLI_DEFAULTS', 'MAX_N',
-           'MAX_GUIDANCE', 'MAX_SEED', 'BACKENDS', 'SAMPLER_HELP', 'SPACING_HELP', 'RUN', 'GUIDANCE', 'BUSY_CORE',
-           'setting', 'whole', 'real', 'flag_of', 'check_fields', 'TrainConfig', 'ServeConfig', 'SampleConfig',
-           'EditConfig', 'InpaintConfig', 'SdeditConfig', 'busy_cores', 'wait_policy', 'set_wait_policy']
+           'COMPILE_MODES', 'WANDB_MODES', 'OBJECTIVES', 'JUDGE_MAX_IMAGES', 'PRDC_NAMES', 'BOOL', 'CLI_DEFAULTS',
+           'MAX_N', 'MAX_GUIDANCE', 'MAX_SEED', 'BACKENDS', 'SAMPLER_HELP', 'SPACING_HELP', 'RUN', 'GUIDANCE',
+           'BUSY_CORE', 'setting', 'whole', 'real', 'flag_of', 'check_fields', 'TrainConfig', 'ServeConfig',
+           'SampleConfig', 'EditConfig', 'InpaintConfig', 'SdeditConfig', 'busy_cores', 'wait_policy',
+           'set_wait_policy']
 
 # %% ../nbs/16_settings.ipynb #set00006
 DATASETS = ('digits', 'shapes', 'fashion_mnist', 'cifar10')                   # chapter 01
@@ -35,6 +36,7 @@ COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune')               # c
 WANDB_MODES = ('auto', 'off', 'offline', 'online')                           # chapter 20
 OBJECTIVES = {'ddpm': ('cosine', 'v'), 'flow': ('flow', 'flow')}               # chapters 08 and 12: what a run learns, and its (schedule, pred_type)
 JUDGE_MAX_IMAGES = 6_000    # chapter 21: the judge trains on at most this many of the run's training images, a class-balanced random subset
+PRDC_NAMES = ('precision', 'recall', 'density', 'coverage')                  # chapter 11's `prdc`: the figures `evaluate` writes and the service shows
 
 # %% ../nbs/16_settings.ipynb #set00010
 def setting(default, help: str, choices: tuple | None = None, rule: tuple | None = None, flags: tuple[str, ...] | None = None, **argparse_kw):
