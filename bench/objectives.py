@@ -7,7 +7,7 @@ same noise. With --lengths, shorter runs of each objective (whole one-cycle runs
 training time. Prints tables; writes bench/objectives_DATA.{json,md} and nbs/images/objectives_DATA.png.
 
     python bench/objectives.py --data digits --lengths 6 12        # the default job and 6- and 12-epoch runs; ~35 min on 2 cores
-    python bench/objectives.py --data letters                       # EMNIST letters, the real-data recipe; ~1.5 h on 2 cores
+    python bench/objectives.py --data letters                       # EMNIST letters, the real-data recipe; about an hour on 2 cores
 """
 import argparse, json, os, subprocess, sys
 from pathlib import Path
