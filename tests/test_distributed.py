@@ -1,10 +1,12 @@
 """Chapter 19 for real: two CPU processes (gloo) started by `accelerate launch`, against one process with the same global batch.
 The launches take about a minute in all on 2 cores."""
-import json, os, shutil, socket, subprocess, sys, time
+import hashlib, json, os, shutil, socket, subprocess, sys, time
 from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from conftest import PACKAGE
+from ddpm_course.data import cached, source_key
 
 BIN = Path(sys.executable).parent
 JOB = Path(__file__).parent/'dist_job.py'
@@ -27,14 +29,15 @@ def _launch(n, *args, timeout=600):
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory):
-    "The same job in one process and in two"
-    tmp = tmp_path_factory.mktemp('dist')
-    one = subprocess.run([sys.executable, str(JOB), tmp/'one'/'run', tmp/'one'/'dump'], capture_output=True, text=True, timeout=600, env=_env())
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = _launch(2, JOB, tmp/'two'/'run', tmp/'two'/'dump')
-    assert two.returncode == 0, two.stderr[-3000:]
-    return tmp
+def runs():
+    "The same job in one process and in two: run once for both pytest workers (chapter 01's cache, keyed by the job and the package's code)"
+    def make(folder):
+        tmp = folder/'dist'
+        one = subprocess.run([sys.executable, str(JOB), tmp/'one'/'run', tmp/'one'/'dump'], capture_output=True, text=True, timeout=600, env=_env())
+        assert one.returncode == 0, one.stderr[-3000:]
+        two = _launch(2, JOB, tmp/'two'/'run', tmp/'two'/'dump')
+        assert two.returncode == 0, two.stderr[-3000:]
+    return cached('test-distributed', make, hashlib.sha1(JOB.read_bytes()).hexdigest(), source_key(*PACKAGE))/'dist'
 
 
 def _dump(d, r): return json.loads((d/f'rank{r}.json').read_text()), load_file(str(d/f'rank{r}.safetensors'))

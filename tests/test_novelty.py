@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-from ddpm_course.data import get_dls, load_images
+from safetensors.torch import save_file, load_file
+from ddpm_course.data import get_dls, load_images, cached, source_key
 from ddpm_course.evaluation import knn_radii, nearest_neighbours, novelty, prdc, sample_set
 from ddpm_course.models import make_unet
 from ddpm_course.schedules import make_schedule
@@ -25,17 +26,21 @@ def chance_bar(m: int, q: float = 0.05) -> float:
 
 @pytest.fixture(scope='module')
 def copier():
-    "A `tiny` unconditional v-model trained on 4 digits until it copies them, its training images and every other digit, in [0, 1]"
-    threads = torch.get_num_threads(); torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        sched, dls = make_schedule('cosine', 1000), get_dls('digits', n=N_IMAGES, valid_pct=VALID_PCT, bs=N_IMAGES, device='cpu')
-        learn = ddpm_learner(make_unet('tiny', c_in=1, img_size=(16, 16)), dls, sched, 'v', ema_decay=0.99)
-        with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(EPOCHS, LR)
-        d = ema_diffusion(learn, sched, 'v')
-        x, _ = sample_set(d, M, sampler='ddpm', steps=50, seed=0)
-    finally: torch.set_num_threads(threads)
-    train = dls.train_ds.images.float() / 255
+    "A `tiny` unconditional v-model trained on 4 digits until it copies them (its samples), its training images and every other digit, in [0, 1]"
+    def make(folder):                                                            # trained once for both workers (chapter 01's cache)
+        threads = torch.get_num_threads(); torch.set_num_threads(1)
+        try:
+            torch.manual_seed(0)
+            sched, dls = make_schedule('cosine', 1000), get_dls('digits', n=N_IMAGES, valid_pct=VALID_PCT, bs=N_IMAGES, device='cpu')
+            learn = ddpm_learner(make_unet('tiny', c_in=1, img_size=(16, 16)), dls, sched, 'v', ema_decay=0.99)
+            with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(EPOCHS, LR)
+            x, _ = sample_set(ema_diffusion(learn, sched, 'v'), M, sampler='ddpm', steps=50, seed=0)
+        finally: torch.set_num_threads(threads)
+        save_file({'x': x.contiguous()}, folder/'samples.safetensors')
+    modules = ('core', 'data', 'schedules', 'models', 'ema', 'diffusion', 'sampling', 'training', 'evaluation')
+    folder = cached('test-copier', make, N_IMAGES, VALID_PCT, EPOCHS, LR, M, source_key(*(f'ddpm_course.{m}' for m in modules)))
+    x = load_file(folder/'samples.safetensors')['x']
+    train = get_dls('digits', n=N_IMAGES, valid_pct=VALID_PCT, bs=N_IMAGES, device='cpu').train_ds.images.float() / 255
     every = load_images('digits')[0].float() / 255
     new = every[nearest_neighbours(every, train)[0] > 1e-6]                      # every digit it never saw
     return x, train, new
