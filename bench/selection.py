@@ -23,6 +23,7 @@ from ddpm_course.evaluation import real_features, dataset_floor, evaluate
 
 DEFAULTS = {'lr': TrainConfig().lr, 'ema_decay': TrainConfig().ema_decay, 'epochs': 25}
 SWEEP = {'lr': [3e-4, 1e-3, 3e-3], 'ema_decay': [0.99, 0.999, 0.9999], 'epochs': [6, 12, 25]}
+FLAGS = {'lr': '--lr', 'ema_decay': '--ema-decay', 'epochs': '--epochs'}
 SHARED = ROOT/'runs'/'objectives'/'digits'   # bench/objectives.py trains the default job and 6- and 12-epoch runs of it: the same runs, not trained twice
 
 
@@ -31,7 +32,6 @@ def shared_run(v: dict) -> Path | None:
     if (v['lr'], v['ema_decay']) != (DEFAULTS['lr'], DEFAULTS['ema_decay']): return None
     run = SHARED/f"ddpm-{'planned' if v['epochs'] == DEFAULTS['epochs'] else v['epochs']}"
     return run if (run/'latest').exists() else None
-FLAGS = {'lr': '--lr', 'ema_decay': '--ema-decay', 'epochs': '--epochs'}
 
 
 def main():
@@ -44,8 +44,8 @@ def main():
     rows, clf = [], None
     for v in variants:
         name = '-'.join(f"{k}{v[k]:g}" for k in DEFAULTS)
-        run = shared_run(v) or runs/name
-        if run == runs/name: train_run(run, *(a for k in v for a in (FLAGS[k], v[k])))
+        run = shared_run(v)
+        if run is None: run = runs/name; train_run(run, *(a for k in v for a in (FLAGS[k], v[k])))
         d, config = load_run(run, device=device)
         if clf is None:
             clf, dls = run_classifier(config, runs/'judge', device=device, verbose=False)

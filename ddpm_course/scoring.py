@@ -15,7 +15,7 @@ from .data import (get_dls, SmallClassifier, train_classifier, balanced_subset, 
                               show_images)   # (first: chapter 01 imports fastai quietly)
 from fastai.torch_core import set_seed
 from fastai.data.core import DataLoaders
-from .core import resolve_device
+from .core import resolve_device, to_unit
 from .diffusion import weights_of
 from .guidance import DEFAULT_GUIDANCE
 from .settings import JUDGE_MAX_IMAGES, PRDC_NAMES
@@ -144,9 +144,9 @@ def fidelity_and_novelty(feats: dict, x: Tensor, dls, f_train: np.ndarray, f_val
     return out
 
 def plot_nearest(x: Tensor, train: Tensor, nov: dict, n: int = 10):
-    "The `n` samples nearest to a training image (top) above that image (bottom), labelled with their distance, near-copies in red; returns the figure"
+    "The `n` samples nearest to a training image (top) above that image (bottom; `train` uint8 or in [0, 1]), labelled with their distance, near-copies in red; returns the figure"
     i = np.argsort(nov['dist'])[:n]
-    fig = show_images(torch.cat([x[i], train[torch.as_tensor(nov['idx'][i])]]), nrow=len(i), value_range=(0, 1), figsize=(0.95 * len(i) + 0.6, 3.3),
+    fig = show_images(torch.cat([x[i], to_unit(train[torch.as_tensor(nov['idx'][i])], (0, 1))]), nrow=len(i), value_range=(0, 1), figsize=(0.95 * len(i) + 0.6, 3.3),
                       titles=[f"d={nov['dist'][j]:.2f}" for j in i] + ['training'] * len(i))
     for ax, j in zip(fig.axes, i):
         if nov['dist'][j] < nov['threshold']: ax.title.set_color('C3')
@@ -262,8 +262,7 @@ def evaluate_run(run_dir: str | Path,
     if cond:
         class_scores(res, head, dls, main, out_dir)
         plot_guidance(rows_sweep, floor).savefig(out_dir/'guidance.png', dpi=120); plt.close('all')
-    add_fidelity_and_novelty(res, fidelity_and_novelty(feats, x, dls, f_train, f_valid, seed), sweep, main, x,
-                             dls.train_ds.images.float() / 255, out_dir)
+    add_fidelity_and_novelty(res, fidelity_and_novelty(feats, x, dls, f_train, f_valid, seed), sweep, main, x, dls.train_ds.images, out_dir)
     res['seconds'] = time.time() - t_start
     res = _jsonable(res)
     write_json_atomic(out_dir/'metrics.json', res)
