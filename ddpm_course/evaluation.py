@@ -16,10 +16,11 @@ from .sampling import sample
 from .guidance import DEFAULT_GUIDANCE, guided
 
 # %% auto #0
-__all__ = ['features_of', 'real_features', 'feature_stats', 'trace_sqrt_product', 'frechet_distance', 'fid_from_features',
-           'polynomial_kernel', 'mmd2_unbiased', 'kid', 'dataset_floor', 'confusion_matrix', 'class_metrics',
-           'plot_confusion', 'sample_set', 'score_samples', 'evaluate', 'format_rows', 'plot_fid_vs_steps',
-           'plot_guidance', 'nearest_neighbours', 'novelty', 'knn_radii', 'prdc', 'prdc_per_class']
+__all__ = ['N_MEM', 'EPOCHS_MEM', 'features_of', 'real_features', 'feature_stats', 'trace_sqrt_product', 'frechet_distance',
+           'fid_from_features', 'polynomial_kernel', 'mmd2_unbiased', 'kid', 'dataset_floor', 'confusion_matrix',
+           'class_metrics', 'plot_confusion', 'sample_set', 'score_samples', 'evaluate', 'format_rows',
+           'plot_fid_vs_steps', 'plot_guidance', 'nearest_neighbours', 'novelty', 'memorising_model', 'knn_radii',
+           'prdc', 'prdc_per_class']
 
 # %% ../nbs/11_evaluation.ipynb #214392c1
 @torch.no_grad()
@@ -250,6 +251,25 @@ def novelty(fake,                      # samples (M, C, H, W) or their features 
     dist_heldout, _ = nearest_neighbours(heldout, train, bs)
     threshold = float(np.quantile(dist_heldout, q, method='weibull'))   # at rank q (n + 1): a new image falls below it with probability q
     return dict(share=float((dist < threshold).mean()), threshold=threshold, q=q, dist=dist, idx=idx, dist_heldout=dist_heldout)
+
+# %% ../nbs/11_evaluation.ipynb #9067d679
+N_MEM, EPOCHS_MEM = 16, 1000           # the memorising run: 16 digits (14 to train on), 1,000 epochs of one step
+
+def memorising_model(n: int = N_MEM, epochs: int = EPOCHS_MEM, bs: int = 32, lr: float = 1e-2, seed: int = 0) -> Diffusion:
+    "An unconditional `tiny` v-model trained on `n` digits with chapter 08's `ddpm_learner` until it copies them; kept in chapter 01's cache"
+    from fastai.torch_core import set_seed                  # (the training stack loads only where a model is trained)
+    from ddpm_course.data import get_dls, cached, source_key
+    from ddpm_course.schedules import make_schedule
+    from ddpm_course.models import make_unet
+    from ddpm_course.training import ddpm_learner, ema_diffusion
+    from ddpm_course.conditional import CONDITIONAL_MODULES
+    def make(folder):
+        set_seed(seed, reproducible=True); sched = make_schedule('cosine', 1000)     # (python's generator too: the DataLoader's shuffle)
+        learn = ddpm_learner(make_unet('tiny', c_in=1, img_size=(16, 16)), get_dls('digits', n=n, bs=bs, device='cpu'), sched, 'v')
+        with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
+        ema_diffusion(learn, sched, 'v').save(folder)
+    key = (n, epochs, bs, lr, seed, source_key(*(f'ddpm_course.{m}' for m in (*CONDITIONAL_MODULES, 'evaluation'))))   # (this code included)
+    return Diffusion.load(cached('memorising-digits', make, *key), device='cpu')
 
 # %% ../nbs/11_evaluation.ipynb #18aaf234
 def knn_radii(f, k: int = 5, bs: int = 1024) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Chapter 11's novelty check and precision / recall / density / coverage.
 
-- A model trained to copy a handful of digits (chapter 08's `ddpm_learner`, Part I only) is flagged by `novelty`;
+- Chapter 11's memorising run (`memorising_model`: chapter 08's `ddpm_learner`, Part I only, trained on a handful of
+  digits until it copies them; shared with the chapter through chapter 01's cache) is flagged by `novelty`;
   real digits that no model saw, scored as if they were samples, are not.
 - `prdc` and `knn_radii` give the values worked out by hand on tiny one-dimensional sets, with the strict `<` of the
   `prdc` package (a point exactly on a ball's edge is outside)."""
@@ -8,14 +9,9 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-from safetensors.torch import save_file, load_file
-from ddpm_course.data import get_dls, load_images, cached, source_key
-from ddpm_course.evaluation import knn_radii, nearest_neighbours, novelty, prdc, sample_set
-from ddpm_course.models import make_unet
-from ddpm_course.schedules import make_schedule
-from ddpm_course.training import ddpm_learner, ema_diffusion
+from ddpm_course.data import get_dls, load_images
+from ddpm_course.evaluation import knn_radii, nearest_neighbours, novelty, prdc, sample_set, memorising_model, N_MEM
 
-N_IMAGES, VALID_PCT, EPOCHS, LR = 5, 0.2, 500, 1e-2     # 4 digits to copy, one step an epoch
 M = 100                                                  # samples drawn from the copier
 
 
@@ -26,21 +22,9 @@ def chance_bar(m: int, q: float = 0.05) -> float:
 
 @pytest.fixture(scope='module')
 def copier():
-    "A `tiny` unconditional v-model trained on 4 digits until it copies them (its samples), its training images and every other digit, in [0, 1]"
-    def make(folder):                                                            # trained once for both workers (chapter 01's cache)
-        threads = torch.get_num_threads(); torch.set_num_threads(1)
-        try:
-            torch.manual_seed(0)
-            sched, dls = make_schedule('cosine', 1000), get_dls('digits', n=N_IMAGES, valid_pct=VALID_PCT, bs=N_IMAGES, device='cpu')
-            learn = ddpm_learner(make_unet('tiny', c_in=1, img_size=(16, 16)), dls, sched, 'v', ema_decay=0.99)
-            with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(EPOCHS, LR)
-            x, _ = sample_set(ema_diffusion(learn, sched, 'v'), M, sampler='ddpm', steps=50, seed=0)
-        finally: torch.set_num_threads(threads)
-        save_file({'x': x.contiguous()}, folder/'samples.safetensors')
-    modules = ('core', 'data', 'schedules', 'models', 'ema', 'diffusion', 'sampling', 'training', 'evaluation')
-    folder = cached('test-copier', make, N_IMAGES, VALID_PCT, EPOCHS, LR, M, source_key(*(f'ddpm_course.{m}' for m in modules)))
-    x = load_file(folder/'samples.safetensors')['x']
-    train = get_dls('digits', n=N_IMAGES, valid_pct=VALID_PCT, bs=N_IMAGES, device='cpu').train_ds.images.float() / 255
+    "Chapter 11's memorising run (a `tiny` unconditional v-model trained on 14 digits until it copies them): its samples, its training images and every other digit, in [0, 1]"
+    x, _ = sample_set(memorising_model(), M, sampler='ddpm', steps=50, seed=0)
+    train = get_dls('digits', n=N_MEM, bs=32, device='cpu').train_ds.images.float() / 255
     every = load_images('digits')[0].float() / 255
     new = every[nearest_neighbours(every, train)[0] > 1e-6]                      # every digit it never saw
     return x, train, new
