@@ -241,7 +241,7 @@ def forward(self: UNet,
 # %% ../nbs/03_unet_blocks.ipynb #c80da248
 def _check_input(model: UNet, x: Tensor, t, y) -> tuple[Tensor, Tensor | None]:
     "Validate (x, t, y) of a forward pass of `model`; returns t and y as (B,) tensors on x's device"
-    cfg, B = model.config, len(x)
+    cfg, B = model.config, x.shape[0]          # (a size, not len(x): torch.export keeps the batch dynamic)
     if x.ndim != 4: raise ValueError(f"x must be a batch of images (B, C, H, W), got shape {tuple(x.shape)}; for one image use x[None]")
     if x.shape[1] != cfg.c_in:
         raise ValueError(f"this UNet takes {cfg.c_in}-channel images (c_in={cfg.c_in}), got {x.shape[1]} channels; "

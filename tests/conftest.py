@@ -1,12 +1,11 @@
-import json, os, shutil, sys
+"""Shared fixtures and helpers. Nothing heavy at import: pytest-xdist's controller process imports this file too, and runs no
+test, so torch and the package load in the workers, where the tests need them."""
+import importlib.util, json, os, shutil, sys
 from pathlib import Path
 import pytest
-import torch
-from ddpm_course import cli
-from ddpm_course.data import cached, source_key
-from harness import ServeProcess
 
-PACKAGE = tuple(f'ddpm_course.{p.stem}' for p in sorted((Path(cli.__file__).parent).glob('*.py')) if not p.stem.startswith('_'))
+PKG_DIR = Path(importlib.util.find_spec('ddpm_course').submodule_search_locations[0])     # (found without importing the package)
+PACKAGE = tuple(f'ddpm_course.{p.stem}' for p in sorted(PKG_DIR.glob('*.py')) if not p.stem.startswith('_'))
 ROOT = Path(__file__).resolve().parents[1]
 EXE = shutil.which('ddpm_course') or str(Path(sys.executable).parent/'ddpm_course')
 TINY_TRAIN = ['--preset', 'tiny', '--epochs', '1', '--n', '200', '--T', '50', '--wandb', 'off', '--quiet']
@@ -31,6 +30,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(autouse=True)
 def _keep_torch_threads():
     "A test or notebook that sets PyTorch's threads (the command line does) leaves the next one in this worker as it found it"
+    import torch
     n = torch.get_num_threads()
     yield
     if torch.get_num_threads() != n: torch.set_num_threads(n)
@@ -38,6 +38,7 @@ def _keep_torch_threads():
 
 def run_shell(argv, monkeypatch, capsys=None) -> tuple[int, str]:
     "Run `ddpm_course ARGV` as the console script does (`main()` reading sys.argv), in this process: (exit code, what it printed)"
+    from ddpm_course import cli
     monkeypatch.setattr(sys, 'argv', ['ddpm_course', *map(str, argv)])
     code, msg = 0, ''
     try: cli.main()
@@ -50,6 +51,8 @@ def run_shell(argv, monkeypatch, capsys=None) -> tuple[int, str]:
 
 def shared_run(name: str, argv: list[str]) -> Path:
     "A run trained by `ddpm_course train ARGV` once for every test and worker (chapter 01's cache, keyed by ARGV and the package's code)"
+    from ddpm_course import cli
+    from ddpm_course.data import cached, source_key
     def make(folder: Path): cli.main(['train', '--out', str(folder/'run'), *argv])
     return cached(name, make, argv, source_key(*PACKAGE))/'run'
 
@@ -75,4 +78,5 @@ def tiny_urun(tmp_path_factory):
 
 def Server(run, *flags, timeout: float = 180):
     "`ddpm_course serve` on a free loopback port in its own process, one torch thread (tests/harness.py's `ServeProcess`)"
+    from harness import ServeProcess
     return ServeProcess(run, *flags, env={'OMP_NUM_THREADS': '1'}, timeout=timeout)
