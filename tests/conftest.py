@@ -17,7 +17,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    "The longest parts first (bench/test_times.json: seconds by notebook and by test file), each file's tests kept together"
+    """The longest parts first (bench/test_times.json: seconds by notebook and by test file), each file's tests kept together.
+    With `--dist load --maxschedchunk 1` (make test) each worker takes the next test from this one queue when it is free, so
+    the long parts start early and the run ends on short tests. (Expensive module fixtures go through chapter 01's cache,
+    so a file whose tests run on both workers makes them once.)"""
     try: secs = json.loads((ROOT/'bench'/'test_times.json').read_text())
     except (OSError, ValueError): return
     def part(item):
