@@ -28,11 +28,11 @@ train: $(STAMP)
 	$(BIN)/ddpm_course sample --run $(OUT) --per-class 10 --out $(OUT)/samples.png --npz $(OUT)/samples.npz
 
 # The whole suite: every notebook (as nbdev_test runs it: tests/test_notebooks.py) and every test of tests/, two at a time with
-# one torch thread each (pytest-xdist; each worker takes the next test from one queue, longest parts first: tests/conftest.py);
+# one torch thread each (pytest-xdist; a free worker takes the next test file or notebook, longest first: tests/conftest.py);
 # then the tests whose result depends on the network's precision once more, under the other setting of DDPM_CPU_BF16
 # (test-other-precision).
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist load --maxschedchunk 1 tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder tests
 	$(MAKE) --no-print-directory test-other-precision
 
 # DDPM_CPU_BF16=1 where this CPU has no bf16 instructions (bf16 emulated: slower), 0 where it has them (fp32)
@@ -45,7 +45,7 @@ nbtest: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
 
 pytest: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist load --maxschedchunk 1 tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder tests
 
 # the package from the notebooks, and the notebooks without their metadata noise
 export: $(STAMP)

@@ -51,7 +51,7 @@ def main():
     if a.fresh: shutil.rmtree(cache_root(), ignore_errors=True)
     other = str(int(not cpu_has_bf16()))
     tmp = Path(tempfile.mkdtemp())
-    stages = [('notebooks and tests, 2 workers', ['-n', '2', '--dist', 'load', '--maxschedchunk', '1'], env),
+    stages = [('notebooks and tests, 2 workers', ['-n', '2', '--dist', 'loadscope', '--no-loadscope-reorder'], env),
               (f'precision tests again, DDPM_CPU_BF16={other}', ['-n', '2', '-m', 'precision'], {**env, 'DDPM_CPU_BF16': other})]
     walls, by_part, failed = [], defaultdict(dict), []
     for k, (stage, args, e) in enumerate(stages):

@@ -16,18 +16,30 @@ def pytest_configure(config):
                                        "the other setting of DDPM_CPU_BF16")
 
 
+def _part(nodeid: str) -> str:
+    "What bench/test_times.json times: a notebook (a case of tests/test_notebooks.py) or a test file"
+    f, _, name = nodeid.partition('::')
+    return f"nbs/{name.split('[', 1)[1].split(']', 1)[0]}.ipynb" if f.endswith('test_notebooks.py') else f
+
+
 def pytest_collection_modifyitems(items):
-    """The longest parts first (bench/test_times.json: seconds by notebook and by test file), each file's tests kept together.
-    With `--dist load --maxschedchunk 1` (make test) each worker takes the next test from this one queue when it is free, so
-    the long parts start early and the run ends on short tests. (Expensive module fixtures go through chapter 01's cache,
-    so a file whose tests run on both workers makes them once.)"""
+    "The queue of `make test`: the longest parts first (bench/test_times.json: seconds by notebook and by test file), each file's tests together"
     try: secs = json.loads((ROOT/'bench'/'test_times.json').read_text())
     except (OSError, ValueError): return
-    def part(item):
-        f = Path(item.fspath).relative_to(ROOT).as_posix()
-        return f"nbs/{item.callspec.params['nb'].name}" if f.endswith('test_notebooks.py') else f
-    order = {id(it): (-secs.get(part(it), 10.), k) for k, it in enumerate(items)}
+    order = {id(it): (-secs.get(_part(it.nodeid), 10.), k) for k, it in enumerate(items)}
     items.sort(key=lambda it: order[id(it)])
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """With `--dist loadscope --no-loadscope-reorder` (make test): a unit of work is a test file or a notebook, and a free
+    worker takes the next unit of the queue above. The long parts start early, the run ends on short ones, and a file's tests
+    run on one worker, so the two never wait on each other for a file's shared fixture. (pytest-xdist's own loadscope would
+    make all the notebooks one unit: they are the cases of one test file.)"""
+    if config.getoption('dist') != 'loadscope': return None
+    from xdist.scheduler import LoadScopeScheduling
+    class PartScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str: return _part(nodeid)
+    return PartScheduling(config, log)
 
 
 @pytest.fixture(autouse=True)
