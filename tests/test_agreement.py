@@ -3,7 +3,6 @@ trained for a few epochs; their samples taken through every public entry point (
 the `ddpm_course sample` command, `evaluate`'s sample sets) must be the same images, and must be digits that the judge
 recognises. The same network sampled as if it predicted something else must not pass: that was the bug of sampling a
 v-model as an eps-model, which no shape check sees."""
-import os, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ import torch
 from dataclasses import asdict
 from functools import cache
 from safetensors.torch import save_file, load_file
+from conftest import run_shell
 from ddpm_course.data import load_images, classify, cached, cached_judge, source_key
 from ddpm_course.core import class_rows, to_unit, to_uint8
 from ddpm_course.diffusion import Diffusion
@@ -55,7 +55,7 @@ def trained(pt: str):
 
 
 @pytest.mark.parametrize('pt', PRED_TYPES)
-def test_every_entry_point_gives_the_same_samples(pt, tmp_path):
+def test_every_entry_point_gives_the_same_samples(pt, tmp_path, monkeypatch, capsys):
     run, grid = trained(pt)
     d, cfg = load_run(run, device='cpu')
     assert d.pred_type == pt == cfg['train']['pred_type']
@@ -65,10 +65,9 @@ def test_every_entry_point_gives_the_same_samples(pt, tmp_path):
     ev, ey = sample_set(d, 10, sampler=SAMPLER, steps=STEPS, seed=SEED)             # evaluate's sample set
     torch.testing.assert_close(ev, api, rtol=0, atol=1e-6); assert torch.equal(ey, y)
     npz = tmp_path/'s.npz'
-    r = subprocess.run([sys.executable, '-m', 'ddpm_course.cli', 'sample', '--run', str(run), '--per-class', '1', '--sampler', SAMPLER, '--steps', str(STEPS),
-                        '--seed', str(SEED), '--out', str(tmp_path/'s.png'), '--npz', str(npz), '--device', 'cpu', '--precision', 'fp32'],
-                       capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    assert r.returncode == 0, r.stderr
+    code, out = run_shell(['sample', '--run', run, '--per-class', '1', '--sampler', SAMPLER, '--steps', STEPS, '--seed', SEED,   # the command line, as
+                           '--out', tmp_path/'s.png', '--npz', npz, '--device', 'cpu', '--precision', 'fp32'], monkeypatch, capsys)  # its script runs it
+    assert code == 0, out
     z = np.load(npz)
     assert np.array_equal(z['images'], to_uint8(api).permute(0, 2, 3, 1).numpy())  # the command line, bit for bit in uint8
     assert z['labels'].tolist() == y.tolist()

@@ -116,13 +116,12 @@ def test_evaluate(flow_run, monkeypatch, capsys):
     assert np.isfinite(m['main']['fid']) and m['main']['fid'] >= 0 and 0 <= m['main']['accuracy'] <= 1
 
 
-def test_export(flow_run, flow_model, tmp_path):
-    "ONNX export of a flow run: its diffusion.json says flow, and sampling the graph gives PyTorch's images"
+def test_export(flow_run, flow_model, tmp_path, monkeypatch, capsys):
+    "ONNX export of a flow run (`ddpm_course export` as the console script runs it): its diffusion.json says flow, and sampling the graph gives PyTorch's images"
     pytest.importorskip('onnxruntime')
     from ddpm_course.export import load_onnx
-    r = subprocess.run([sys.executable, '-m', 'ddpm_course.cli', 'export', '--run', str(flow_run), '--out', str(tmp_path/'onnx')],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    assert r.returncode == 0 and 'agrees with PyTorch' in r.stdout, r.stderr
+    code, out = run_shell(['export', '--run', flow_run, '--out', tmp_path/'onnx'], monkeypatch, capsys)
+    assert code == 0 and 'agrees with PyTorch' in out, out
     cfg = json.loads((tmp_path/'onnx'/'diffusion.json').read_text())
     assert (cfg['pred_type'], cfg['schedule']['name'], cfg['schedule']['zero_terminal_snr']) == ('flow', 'flow', True)
     do = load_onnx(tmp_path/'onnx')

@@ -1,9 +1,9 @@
 """Chapter 22's export: `ddpm_course export --format onnx` writes the denoiser and its sampling config; the graph agrees
 with eager PyTorch, sampling through onnxruntime gives PyTorch's images, and `serve --backend onnx` serves them."""
-import base64, json, subprocess
+import base64, contextlib, io, json
 import pytest
 import torch
-from conftest import EXE, Server, TINY_TRAIN, PACKAGE
+from conftest import Server, TINY_TRAIN, PACKAGE
 from harness import http
 from ddpm_course.data import cached, source_key
 from ddpm_course.core import to_uint8, to_unit
@@ -14,15 +14,17 @@ from ddpm_course.runs import load_run
 from ddpm_course.sampling import sample
 
 
-def _export(run, *flags):
-    r = subprocess.run([EXE, 'export', '--run', str(run), '--format', 'onnx', *map(str, flags)], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
+def _export(run, *flags) -> str:
+    "`ddpm_course export --format onnx` as the console script runs it (`cli.main`), in this process: what it printed"
+    from ddpm_course import cli
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out): cli.main(['export', '--run', str(run), '--format', 'onnx', *map(str, flags)])
+    return out.getvalue()
 
 
 @pytest.fixture(scope='module')
 def exported(tiny_run):
-    "The tiny run's export by the command line: made once for every worker and for both precisions (torch.export takes about 20 s)"
+    "The tiny run's export by the command line: made once for every worker and for both precisions (torch.export takes about 7 s)"
     def make(folder):
         assert 'agrees with PyTorch' in _export(tiny_run, '--out', folder/'onnx')
     return cached('test-tiny-onnx', make, TINY_TRAIN, source_key(*PACKAGE))/'onnx'

@@ -283,7 +283,7 @@ def wait_for(path: Path, p: subprocess.Popen, timeout=180):
         assert time.time() - t0 < timeout; time.sleep(0.2)
 
 
-def test_ctrl_c_then_resume(tmp_path):
+def test_ctrl_c_then_resume(tmp_path, monkeypatch, capsys):
     run = tmp_path/'run'
     p = proc(['train', *TINY, '--epochs', '200', '--out', run])        # more than it can train before the signal comes
     wait_for(run/'latest', p)                                          # (epoch_0001 itself is rotated away after epoch 3)
@@ -291,8 +291,7 @@ def test_ctrl_c_then_resume(tmp_path):
     p.send_signal(signal.SIGINT); out, _ = p.communicate(timeout=120)
     check(p.returncode, out, 130, f'interrupted; `ddpm_course train --resume --out {run}` continues')
     done = latest_checkpoint(run)
-    q = proc(['train', '--resume', '--epochs', str(int(done.name[-4:]) + 1), '--out', run]); out, _ = q.communicate(timeout=180)
-    check(q.returncode, out, 0, 'resuming')
+    check(*shell(['train', '--resume', '--epochs', str(int(done.name[-4:]) + 1), '--out', run], monkeypatch, capsys), 0, 'resuming')   # (in this process)
     assert int(latest_checkpoint(run).name[-4:]) == int(done.name[-4:]) + 1
 
 
