@@ -71,9 +71,11 @@ def init_distributed(device=None, timeout_s: float | None = None):
                            f"joined: start every process with the same --num_processes/--num_machines (and the same main process "
                            f"address and port), or raise DDPM_DIST_TIMEOUT if some start late ({type(e).__name__}: {e})") from e
 
-def close_distributed():
-    "Leave the process group at the end of the work (left to the interpreter's exit, a rank can abort: 'terminate called without an active exception')"
-    if dist.is_initialized(): dist.destroy_process_group()
+def close_distributed(finished: bool = True):   # False: the work stopped on an error (no barrier: the others may never reach it)
+    "Leave the process group at the end of the work, all together when it finished (a rank that tears its connections down while another still uses them, or leaves it to the interpreter's exit, can abort: 'terminate called without an active exception')"
+    if not dist.is_initialized(): return
+    if finished: dist.barrier()                     # every rank done (rank 0 writes the last checkpoint after the others stop)
+    dist.destroy_process_group()
 
 # %% ../nbs/19_distributed.ipynb #7e56dfc8
 from fastai.distributed import DistributedDL, DistributedTrainer

@@ -278,7 +278,7 @@ def _fit(learn: Learner, cfg: TrainConfig, run_dir: Path, config: dict, plan: Tr
 def train(cfg: TrainConfig | None = None, out: str | Path = 'runs/default', cbs: list | None = None, device=None,
           quiet: bool | None = None) -> Learner:
     "Train a DDPM with `cfg` into the run folder `out` (a new one, or one that stopped before its first checkpoint); returns the Learner"
-    cfg = cfg or TrainConfig(); out = Path(out)
+    cfg, out, finished = cfg or TrainConfig(), Path(out), None
     check_launch(cfg.bs, device); init_distributed(device)      # under a launch: its checks, then join the others (one process: nothing)
     try:
         with (RunLock(out) if is_main_process() else nullcontext()):          # one writer per run folder (chapter 14)
@@ -287,8 +287,9 @@ def train(cfg: TrainConfig | None = None, out: str | Path = 'runs/default', cbs:
                     raise FileExistsError(f"{out} already holds a training run; continue it with resume (--resume), or choose another --out")
                 print(f"{out} holds a run that stopped before its first checkpoint: starting it again in place")
             if is_main_process(): clean_partial_checkpoints(out)
-            return _train(cfg, out, cbs, device, quiet)
-    finally: close_distributed()
+            finished = _train(cfg, out, cbs, device, quiet)
+            return finished
+    finally: close_distributed(finished is not None)
 
 def _train(cfg: TrainConfig, out: Path, cbs, device, quiet) -> Learner:
     # a folder is stored as an absolute path, so that the run resumes and is evaluated from any working directory
@@ -315,7 +316,7 @@ def saved_config(out: str | Path) -> TrainConfig:
 def resume(out: str | Path, epochs: int | None = None, cbs: list | None = None, device=None, quiet: bool | None = None,
            **overrides) -> Learner:
     "Continue the run in `out` from its latest checkpoint (to `epochs` in all, by default the planned number); start it again if it has none"
-    out = Path(out); init_distributed(device)
+    out, finished = Path(out), None; init_distributed(device)
     try:
         with (RunLock(out) if is_main_process() else nullcontext()):
             if is_main_process(): clean_partial_checkpoints(out)
@@ -323,9 +324,10 @@ def resume(out: str | Path, epochs: int | None = None, cbs: list | None = None, 
             cfg = replace(saved_config(out), **overrides)
             if not complete_checkpoints(out):
                 print(f"{out} stopped before its first checkpoint: starting it again in place")
-                return _train(replace(cfg, epochs=epochs, steps=None) if epochs else cfg, out, cbs, device, quiet)
-            return _resume(out, config, cfg, epochs, cbs, device, quiet)
-    finally: close_distributed()
+                finished = _train(replace(cfg, epochs=epochs, steps=None) if epochs else cfg, out, cbs, device, quiet)
+            else: finished = _resume(out, config, cfg, epochs, cbs, device, quiet)
+            return finished
+    finally: close_distributed(finished is not None)
 
 def _resume(out: Path, config: dict, cfg: TrainConfig, epochs, cbs, device, quiet) -> Learner:
     state = ResumeState.load(latest_checkpoint(out))
