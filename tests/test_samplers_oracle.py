@@ -9,7 +9,6 @@ with 1 / sqrt(abar) = 20,000: float32's last digit of sqrt(1 - abar), which each
 back as about 1e-3 (chapter 07, "An imperfect model"). There they agree within 4e-3 and we allow 6e-3. (Heun is
 checked on the linear schedule only: diffusers keeps its cosine sample near 20,000, with three decimals left.)"""
 import pytest, torch
-from diffusers import DPMSolverMultistepScheduler, HeunDiscreteScheduler
 from ddpm_course.schedules import make_schedule, gaussian_denoiser
 from ddpm_course.models import make_unet
 from ddpm_course.diffusion import Diffusion
@@ -52,6 +51,7 @@ def test_dpmpp_2m_matches_diffusers(schedule, tol, kind, pred_type, steps, spaci
     fn = model_fn(kind, sched, pred_type)
     x_T = torch.randn(8, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     ts = timesteps_for(sched.T, steps, spacing, sched)
+    from diffusers import DPMSolverMultistepScheduler       # (imported here: only the worker that runs these tests pays for it)
     ref = run_diffusers(DPMSolverMultistepScheduler(
         num_train_timesteps=sched.T, trained_betas=sched.betas.numpy(), prediction_type=PRED[pred_type], solver_order=2,
         algorithm_type='dpmsolver++', solver_type='midpoint', lower_order_final=True, final_sigmas_type='zero'), fn, ts, x_T)
@@ -68,6 +68,7 @@ def test_heun_matches_diffusers(kind, pred_type, calls, spacing):
     fn = model_fn(kind, sched, pred_type)
     x_T = torch.randn(8, 1, 16, 16, generator=torch.Generator().manual_seed(2))
     ts = timesteps_for(sched.T, levels_for('heun', calls), spacing, sched)
+    from diffusers import HeunDiscreteScheduler
     sch = HeunDiscreteScheduler(num_train_timesteps=sched.T, trained_betas=sched.betas.numpy(), prediction_type=PRED[pred_type])
     ref = run_diffusers(sch, fn, ts, x_T)
     assert len(sch.timesteps) == calls                      # diffusers calls the model as often as we count
