@@ -16,11 +16,11 @@ from .sampling import sample
 from .guidance import DEFAULT_GUIDANCE, guided
 
 # %% auto #0
-__all__ = ['N_MEM', 'EPOCHS_MEM', 'features_of', 'real_features', 'feature_stats', 'trace_sqrt_product', 'frechet_distance',
-           'fid_from_features', 'polynomial_kernel', 'mmd2_unbiased', 'kid', 'dataset_floor', 'confusion_matrix',
-           'class_metrics', 'plot_confusion', 'sample_set', 'score_samples', 'evaluate', 'format_rows',
-           'plot_fid_vs_steps', 'plot_guidance', 'nearest_neighbours', 'novelty', 'memorising_model', 'knn_radii',
-           'prdc', 'prdc_per_class']
+__all__ = ['N_MEM', 'EPOCHS_MEM', 'PASSES_MEM', 'features_of', 'real_features', 'feature_stats', 'trace_sqrt_product',
+           'frechet_distance', 'fid_from_features', 'polynomial_kernel', 'mmd2_unbiased', 'kid', 'dataset_floor',
+           'confusion_matrix', 'class_metrics', 'plot_confusion', 'sample_set', 'score_samples', 'evaluate',
+           'format_rows', 'plot_fid_vs_steps', 'plot_guidance', 'nearest_neighbours', 'novelty', 'memorising_model',
+           'knn_radii', 'prdc', 'prdc_per_class']
 
 # %% ../nbs/11_evaluation.ipynb #214392c1
 @torch.no_grad()
@@ -253,9 +253,9 @@ def novelty(fake,                      # samples (M, C, H, W) or their features 
     return dict(share=float((dist < threshold).mean()), threshold=threshold, q=q, dist=dist, idx=idx, dist_heldout=dist_heldout)
 
 # %% ../nbs/11_evaluation.ipynb #9067d679
-N_MEM, EPOCHS_MEM = 16, 1000           # the memorising run: 16 digits (14 to train on), 1,000 epochs of one step
+N_MEM, EPOCHS_MEM, PASSES_MEM = 16, 100, 10   # the memorising run: 16 digits (14 to train on), 100 epochs of 10 steps, each step all 14
 
-def memorising_model(n: int = N_MEM, epochs: int = EPOCHS_MEM, bs: int = 32, lr: float = 1e-2, seed: int = 0) -> Diffusion:
+def memorising_model(n: int = N_MEM, epochs: int = EPOCHS_MEM, passes: int = PASSES_MEM, lr: float = 1e-2, seed: int = 0) -> Diffusion:
     "An unconditional `tiny` v-model trained on `n` digits with chapter 08's `ddpm_learner` until it copies them; kept in chapter 01's cache"
     from fastai.torch_core import set_seed                  # (the training stack loads only where a model is trained)
     from ddpm_course.data import get_dls, cached, source_key
@@ -265,10 +265,12 @@ def memorising_model(n: int = N_MEM, epochs: int = EPOCHS_MEM, bs: int = 32, lr:
     from ddpm_course.conditional import CONDITIONAL_MODULES
     def make(folder):
         set_seed(seed, reproducible=True); sched = make_schedule('cosine', 1000)     # (python's generator too: the DataLoader's shuffle)
-        learn = ddpm_learner(make_unet('tiny', c_in=1, img_size=(16, 16)), get_dls('digits', n=n, bs=bs, device='cpu'), sched, 'v')
+        dls = get_dls('digits', n=n, device='cpu')
+        k = len(dls.train_ds); dls.train.bs, dls.train.n, dls.train.drop_last = k, k * passes, True   # a step: one pass over all k digits
+        learn = ddpm_learner(make_unet('tiny', c_in=1, img_size=(16, 16)), dls, sched, 'v')
         with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
         ema_diffusion(learn, sched, 'v').save(folder)
-    key = (n, epochs, bs, lr, seed, source_key(*(f'ddpm_course.{m}' for m in (*CONDITIONAL_MODULES, 'evaluation'))))   # (this code included)
+    key = (n, epochs, passes, lr, seed, source_key(*(f'ddpm_course.{m}' for m in (*CONDITIONAL_MODULES, 'evaluation'))))   # (this code included)
     return Diffusion.load(cached('memorising-digits', make, *key), device='cpu')
 
 # %% ../nbs/11_evaluation.ipynb #18aaf234

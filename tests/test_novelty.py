@@ -24,7 +24,7 @@ def chance_bar(m: int, q: float = 0.05) -> float:
 def copier():
     "Chapter 11's memorising run (a `tiny` unconditional v-model trained on 14 digits until it copies them): its samples, its training images and every other digit, in [0, 1]"
     x, _ = sample_set(memorising_model(), M, sampler='ddpm', steps=50, seed=0)
-    train = get_dls('digits', n=N_MEM, bs=32, device='cpu').train_ds.images.float() / 255
+    train = get_dls('digits', n=N_MEM, device='cpu').train_ds.images.float() / 255
     every = load_images('digits')[0].float() / 255
     new = every[nearest_neighbours(every, train)[0] > 1e-6]                      # every digit it never saw
     return x, train, new
