@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from safetensors.torch import save_file, load_file
 from .settings import TrainConfig, WANDB_MODES
 from .data import get_dls, resolve_dataset, nearest_size, wants_bars, EpochLog, cached, source_key   # (first: chapter 01 imports fastai quietly)
 from fastai.learner import Learner
@@ -40,7 +41,7 @@ __all__ = ['PLAN_WARMUP', 'PLAN_TIMED', 'TRAINING_MODULES', 'plural', 'fmt_time'
            'DivergenceError', 'DivergenceCallback', 'wandb_logged_in', 'wandb_mode', 'make_wandb_callback',
            'start_wandb', 'RunSampleCallback', 'run_learner', 'run_samples', 'build_run', 'run_preset', 'plan_run',
            'run_config', 'apply_plan', 'fit_size', 'describe_plan', 'train', 'saved_config', 'resume', 'saved_plan',
-           'cached_run']
+           'cached_run', 'cached_grid']
 
 # %% ../nbs/20_trainer.ipynb #prg00002
 PLAN_WARMUP, PLAN_TIMED = 5, 20   # steps left out of the timing (the first ones warm caches, or compile), then steps timed for the estimate
@@ -356,5 +357,14 @@ TRAINING_MODULES = ('core', 'data', 'schedules', 'models', 'ema', 'diffusion', '
 def cached_run(cfg: TrainConfig, name: str = 'run') -> Path:
     "The run folder of `cfg` in chapter 01's cache: trained (quietly, on the CPU, W&B off) the first time, read afterwards"
     cfg = replace(cfg, wandb='off')
-    def make(folder: Path): train(cfg, folder/'run', quiet=True, device='cpu')
+    def make(folder: Path):
+        learn = train(cfg, folder/'run', quiet=True, device='cpu')
+        if learn.run_parts.samples is not None and learn.run_parts.samples.grids:          # the last grid it drew, as floats
+            save_file({'grid': learn.run_parts.samples.grids[-1][1].contiguous()}, folder/'grid.safetensors')
     return cached(name, make, asdict(cfg), source_key(*(f'ddpm_course.{m}' for m in TRAINING_MODULES)))/'run'
+
+def cached_grid(run: Path) -> torch.Tensor:
+    "The last sample grid that the `cached_run` folder `run` drew while training, exactly as it drew it: floats in [0, 1], (n_samples, C, H, W)"
+    p = Path(run).parent/'grid.safetensors'
+    if not p.exists(): raise FileNotFoundError(f"{p} is missing: a run from `cached_run` with sample grids (sample_every > 0) keeps its last grid there")
+    return load_file(p)['grid']
