@@ -316,20 +316,21 @@ def test_bad_masks_end_in_one_message(run, tmp_path, monkeypatch, mask, msg):
     assert not (tmp_path/'o.png').exists()
 
 
-def test_inpaint_and_edit_from_the_shell(run, tmp_path):
-    "The installed command fills in the mask keeping the rest exactly, and edits; both write their grid and .npz"
+def test_inpaint_and_edit_from_the_shell(run, tmp_path, monkeypatch, capsys):
+    "The command fills in the mask keeping the rest exactly, and edits; both write their grid and .npz (run as the console script runs it)"
     import numpy as np
     image = _edit_files(tmp_path)
-    r = _run('inpaint', '--run', run, '--image', image, '--mask', tmp_path/'mask.png', '--n', '2', '--steps', '5', '--resample', '2',
-                 '--out', tmp_path/'i.png', '--npz', tmp_path/'i.npz', timeout=300)
-    assert r.returncode == 0, r.stderr
+    code, out = run_shell(['inpaint', '--run', run, '--image', image, '--mask', tmp_path/'mask.png', '--n', '2', '--steps', '5', '--resample', '2',
+                           '--out', tmp_path/'i.png', '--npz', tmp_path/'i.npz'], monkeypatch, capsys)
+    assert code == 0, out
     z = np.load(tmp_path/'i.npz')['images']
     from PIL import Image
     src = np.asarray(Image.open(image))
     assert z.shape == (2, 16, 16, 1) and (z[:, :8, :, 0] == src[:8]).all()       # the kept top half, exactly
-    r = _run('edit', '--run', run, '--image', image, '--strength', '0', '--out', tmp_path/'e.png', '--npz', tmp_path/'e.npz', timeout=300)
-    assert r.returncode == 0 and 'edits at strength 0' in r.stdout, r.stderr
-    assert (np.load(tmp_path/'e.npz')['images'][..., 0] == src).all()          # strength 0: the input
+    assert (tmp_path/'i.png').exists()
+    code, out = run_shell(['edit', '--run', run, '--image', image, '--strength', '0', '--out', tmp_path/'e.png', '--npz', tmp_path/'e.npz'], monkeypatch, capsys)
+    assert code == 0 and 'edits at strength 0' in out, out
+    assert (np.load(tmp_path/'e.npz')['images'][..., 0] == src).all() and (tmp_path/'e.png').exists()   # strength 0: the input
 
 
 FRESH = ("import sys\nfrom ddpm_course.cli import main\ntry: main()\nexcept SystemExit as e: print('exit', e.code)\n"

@@ -1,14 +1,13 @@
-"""Flow matching (chapter 12) through the command line: a tiny run trained by `python -m ddpm_course.cli train --objective
-flow`, and every command that reads a run (sample, inpaint, edit, evaluate, export, the service) working on it unchanged.
+"""Flow matching (chapter 12) through the command line: a tiny run trained by `ddpm_course train --objective flow`,
+and every command that reads a run (sample, inpaint, edit, evaluate, export, the service) working on it unchanged.
 No test passes the schedule or the prediction type: each command reads them from the run, and the tests check that it did."""
-import base64, json, os, subprocess, sys
+import base64, json
 from pathlib import Path
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from conftest import ROOT, PACKAGE, TINY_TRAIN, run_shell, copy_of_run
-from ddpm_course.data import cached, source_key
+from conftest import TINY_TRAIN, run_shell, shared_run, copy_of_run
 from ddpm_course.cli import make_parser
 from ddpm_course.core import to_uint8, to_unit
 from ddpm_course.runs import load_run, read_config
@@ -21,13 +20,8 @@ FLOW_TRAIN = [*TINY_TRAIN, '--objective', 'flow']        # one epoch of 200 digi
 
 @pytest.fixture(scope='module')
 def flow_run(tmp_path_factory):
-    "The tiny flow run, trained once by the command line in its own process (chapter 01's cache); this module's copy of it"
-    def make(folder: Path):
-        env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-        r = subprocess.run([sys.executable, '-m', 'ddpm_course.cli', 'train', '--out', str(folder/'run'), *FLOW_TRAIN],
-                           capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
-        assert r.returncode == 0, r.stderr
-    return copy_of_run(cached('test-tiny-flow', make, FLOW_TRAIN, source_key(*PACKAGE))/'run', tmp_path_factory, 'flow')
+    "The tiny flow run, trained once by the command line (conftest's `shared_run`: chapter 01's cache); this module's copy of it"
+    return copy_of_run(shared_run('test-tiny-flow', FLOW_TRAIN), tmp_path_factory, 'flow')
 
 
 @pytest.fixture(scope='module')

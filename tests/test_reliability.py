@@ -276,11 +276,11 @@ def test_two_writers(copy_of, tmp_path):
     check(q.returncode, out, 1, 'one run folder has one writer'); assert not (tmp_path/'fresh'/'config.json').exists()
 
 
-def wait_for(path: Path, p: subprocess.Popen, timeout=180):
+def wait_for(path: Path, p: subprocess.Popen, timeout=180, poll=0.2):
     t0 = time.time()
     while not path.exists():
         assert p.poll() is None, p.stdout.read()
-        assert time.time() - t0 < timeout; time.sleep(0.2)
+        assert time.time() - t0 < timeout; time.sleep(poll)
 
 
 def test_ctrl_c_then_resume(tmp_path, monkeypatch, capsys):
@@ -295,15 +295,15 @@ def test_ctrl_c_then_resume(tmp_path, monkeypatch, capsys):
     assert int(latest_checkpoint(run).name[-4:]) == int(done.name[-4:]) + 1
 
 
-def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path):
-    straight, killed = tmp_path/'straight', tmp_path/'killed'
-    s = proc(['train', *TINY, '--epochs', '3', '--out', straight])
-    k = proc(['train', *TINY, '--epochs', '3', '--out', killed])
-    wait_for(killed/'checkpoints'/'epoch_0001'/'state.json', k)
-    time.sleep(1.0); k.kill(); k.communicate(timeout=60)                                  # SIGKILL: no handler, no cleanup
-    assert s.wait(timeout=300) == 0
-    r = proc(['train', '--resume', '--out', killed]); out, _ = r.communicate(timeout=300)
-    check(r.returncode, out, 0)
+def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path, monkeypatch, capsys):
+    "A run killed (SIGKILL: no handler, no cleanup) as soon as its first checkpoint is there, then resumed, ends with the weights of the run left alone"
+    straight, killed, flags = tmp_path/'straight', tmp_path/'killed', [*TINY, '--n', '1000', '--epochs', '3']   # epochs of 28 steps, not 5
+    k = proc(['train', *flags, '--out', killed])                                   # the process that dies: a real one
+    wait_for(killed/'checkpoints'/'epoch_0001'/'state.json', k, poll=0.02)
+    k.kill(); k.communicate(timeout=60)
+    assert k.returncode == -signal.SIGKILL and not (killed/'checkpoints'/'epoch_0003').exists(), "the run ended before the signal came"
+    check(*shell(['train', *flags, '--out', straight], monkeypatch, capsys), 0)    # the same run, uninterrupted,
+    check(*shell(['train', '--resume', '--out', killed], monkeypatch, capsys), 0, 'resuming')   # and the resume (both in this process)
     a, b = (load_file(latest_checkpoint(x)/'model.safetensors') for x in (straight, killed))
     assert latest_checkpoint(killed).name == 'epoch_0003' and all(torch.equal(a[n], b[n]) for n in a)
     assert not list((killed/'checkpoints').glob('.tmp_*'))
