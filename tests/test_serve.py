@@ -173,8 +173,7 @@ def test_the_served_process(tiny_run):
 
 def test_the_served_process_batches_under_load_and_stops_on_ctrl_c(tiny_run):
     """The same process under 8 clients at once: requests that wait are sampled together (and one at a time with
-    --max-batch 1); Ctrl-C stops it cleanly. Not a precision test: the batching is the same at either precision (this was
-    part of the test above, and ran a second time, emulated, under the other DDPM_CPU_BF16)"""
+    --max-batch 1); Ctrl-C stops it cleanly. Not marked precision: the batching and the stop are the same at either one"""
     s = Server(tiny_run, '--max-n', MAX_N)
     try: assert _load(s.url) > 1.5
     finally: code, out = s.stop()
