@@ -8,7 +8,7 @@ import argparse, errno, math, os, sys, time, types, typing
 from dataclasses import fields
 from pathlib import Path
 from .settings import (TrainConfig, ServeConfig, SampleConfig, InpaintConfig, SdeditConfig, CLI_DEFAULTS, PRESET_NOTES, SAMPLERS,
-                                  DEFAULT_GUIDANCE, JUDGE_MAX_IMAGES, flag_of, busy_cores, set_wait_policy)
+                                  DEFAULT_GUIDANCE, JUDGE_MAX_IMAGES, flag_of, busy_cores, set_wait_policy, check_launch_env)
 
 # %% auto #0
 __all__ = ['HELP_NOTES', 'RESUME_FLAGS', 'RUN_HELP', 'DATA_FIELDS', 'USER_ERRORS', 'OS_FIXES', 'flag_type', 'show_flag',
@@ -121,6 +121,7 @@ def cmd_train(args) -> Path:
     out, cfg_given = Path(args.out), given(args, TrainConfig)
     cfg = TrainConfig(**{**CLI_DEFAULTS, **cfg_given})                 # (every value checked, before PyTorch loads)
     resuming = args.resume and (out/'config.json').exists()
+    if not resuming: check_launch_env(cfg.bs)                          # a bad launch: every process stops here, before PyTorch loads (chapter 16)
     start_torch(args.threads)
     from ddpm_course.runs import read_config
     from ddpm_course.trainer import train, resume

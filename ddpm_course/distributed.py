@@ -14,18 +14,13 @@ from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from .core import resolve_device
+from .settings import launch_info, check_launch_env
 
 # %% auto #0
-__all__ = ['launch_info', 'is_main_process', 'check_launch', 'is_distributed', 'init_distributed', 'close_distributed', 'DistDL',
-           'DDPTrainer', 'RankSeedCallback', 'distributed']
+__all__ = ['is_main_process', 'check_launch', 'is_distributed', 'init_distributed', 'close_distributed', 'DistDL', 'DDPTrainer',
+           'RankSeedCallback', 'distributed']
 
 # %% ../nbs/19_distributed.ipynb #8bb853b6
-def launch_info() -> dict:
-    "This process's place in a multi-process launch: rank, local_rank, world_size, local_world_size (one process: 0, 0, 1, 1)"
-    env = lambda k, d: int(os.environ.get(k, d))
-    ws = env('WORLD_SIZE', 1)
-    return dict(rank=env('RANK', 0), local_rank=env('LOCAL_RANK', 0), world_size=ws, local_world_size=env('LOCAL_WORLD_SIZE', ws))
-
 def is_main_process() -> bool:
     "Rank 0: the one process that writes checkpoints, sample grids, W&B logs and prints"
     return launch_info()['rank'] == 0
@@ -33,24 +28,15 @@ def is_main_process() -> bool:
 def check_launch(bs: int,              # the global batch size (--bs)
                  device=None,          # the device of training; GPUs are counted when it is cuda
                  info: dict | None = None) -> int:
-    "Check the launch environment against the run's settings; returns the batch size per process"
-    i = info or launch_info(); ws, rank = i['world_size'], i['rank']
-    if ws < 1: raise ValueError(f"WORLD_SIZE must be at least 1, got {ws}")
-    if not 0 <= rank < ws:
-        raise ValueError(f"this process has RANK={rank} but WORLD_SIZE={ws}: the launch environment is inconsistent; "
-                         "start the job with `accelerate launch --num_processes N` (or torchrun) instead of setting the variables by hand")
-    if not 0 <= i['local_rank'] < i['local_world_size']:
-        raise ValueError(f"LOCAL_RANK={i['local_rank']} but LOCAL_WORLD_SIZE={i['local_world_size']}: the launch environment is inconsistent")
-    if ws > 1 and resolve_device(device).type == 'cuda':
+    "Check the launch against the run's settings: chapter 16's `check_launch_env`, and no more processes on a machine than its GPUs; returns the batch size per process"
+    i = info or launch_info()
+    per_process = check_launch_env(bs, i)                       # the ranks and the batch (chapter 16: what the command line checks first)
+    if i['world_size'] > 1 and resolve_device(device).type == 'cuda':
         n_gpu = torch.cuda.device_count()
         if i['local_world_size'] > n_gpu:
             raise ValueError(f"{i['local_world_size']} processes were started on this machine but it has {n_gpu} GPU(s): "
                              f"launch with --num_processes {n_gpu} per machine (or train on the CPU with --device cpu)")
-    if bs % ws:
-        lo = max(ws, bs // ws * ws)
-        raise ValueError(f"the global batch size {bs} does not divide among {ws} processes: use a multiple of {ws} "
-                         f"(e.g. --bs {lo} or --bs {lo + ws}); each process then takes bs / {ws} images")
-    return bs // ws
+    return per_process
 
 def is_distributed() -> bool:
     "Was this process started as one of several (WORLD_SIZE > 1)?"

@@ -15,7 +15,7 @@ __all__ = ['DATASETS', 'SCHEDULES', 'PRED_TYPES', 'PRESETS', 'SAMPLERS', 'SPACIN
            'MAX_N', 'MAX_GUIDANCE', 'MAX_SEED', 'BACKENDS', 'SAMPLER_HELP', 'SPACING_HELP', 'RUN', 'GUIDANCE',
            'BUSY_CORE', 'setting', 'whole', 'real', 'flag_of', 'check_fields', 'TrainConfig', 'ServeConfig',
            'SampleConfig', 'EditConfig', 'InpaintConfig', 'SdeditConfig', 'busy_cores', 'wait_policy',
-           'set_wait_policy']
+           'set_wait_policy', 'launch_info', 'check_launch_env']
 
 # %% ../nbs/16_settings.ipynb #set00006
 DATASETS = ('digits', 'shapes', 'fashion_mnist', 'cifar10')                   # chapter 01
@@ -243,3 +243,26 @@ def set_wait_policy(busy: float | None, environ=os.environ) -> str | None:
     "Set OMP_WAIT_POLICY for a busy machine (before PyTorch loads; a policy already in the environment is kept); returns the policy in force"
     if 'OMP_WAIT_POLICY' not in environ and (p := wait_policy(busy)) is not None: environ['OMP_WAIT_POLICY'] = p
     return environ.get('OMP_WAIT_POLICY')
+
+# %% ../nbs/16_settings.ipynb #set00022
+def launch_info() -> dict:
+    "This process's place in a multi-process launch: rank, local_rank, world_size, local_world_size (one process: 0, 0, 1, 1)"
+    env = lambda k, d: int(os.environ.get(k, d))
+    ws = env('WORLD_SIZE', 1)
+    return dict(rank=env('RANK', 0), local_rank=env('LOCAL_RANK', 0), world_size=ws, local_world_size=env('LOCAL_WORLD_SIZE', ws))
+
+def check_launch_env(bs: int,                 # the global batch size (--bs)
+                     info: dict | None = None) -> int:   # `launch_info()` when None
+    "Check the launch's environment against the global batch: ranks that agree, a batch that splits evenly; returns the batch of one process"
+    i = info or launch_info(); ws, rank = i['world_size'], i['rank']
+    if ws < 1: raise ValueError(f"WORLD_SIZE must be at least 1, got {ws}")
+    if not 0 <= rank < ws:
+        raise ValueError(f"this process has RANK={rank} but WORLD_SIZE={ws}: the launch environment is inconsistent; "
+                         "start the job with `accelerate launch --num_processes N` (or torchrun) instead of setting the variables by hand")
+    if not 0 <= i['local_rank'] < i['local_world_size']:
+        raise ValueError(f"LOCAL_RANK={i['local_rank']} but LOCAL_WORLD_SIZE={i['local_world_size']}: the launch environment is inconsistent")
+    if bs % ws:
+        lo = max(ws, bs // ws * ws)
+        raise ValueError(f"the global batch size {bs} does not divide among {ws} processes: use a multiple of {ws} "
+                         f"(e.g. --bs {lo} or --bs {lo + ws}); each process then takes bs / {ws} images")
+    return bs // ws

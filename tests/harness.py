@@ -31,13 +31,15 @@ class ServeProcess:
         self.p.kill(); raise RuntimeError(f"the server did not start within {timeout:g} s:\n{''.join(self.lines)}")
 
     def stop(self) -> tuple[int, str]:
-        "Ctrl-C, then (exit code, everything it printed)"
+        "Ctrl-C, then (exit code, everything it printed); again, the same answer"
+        if getattr(self, 'stopped', None) is not None: return self.stopped
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGINT)
             try: out, _ = self.p.communicate(timeout=60)
             except subprocess.TimeoutExpired: self.p.kill(); out, _ = self.p.communicate()
         else: out, _ = self.p.communicate()
-        return self.p.returncode, ''.join(self.lines) + (out or '')
+        self.stopped = (self.p.returncode, ''.join(self.lines) + (out or ''))
+        return self.stopped
 
 
 class ThreadServer:

@@ -100,14 +100,8 @@ def _train_reads(tmp_path, extra_read=False, **kw):
     return rec.steps
 
 
-def test_training_reads_only_at_the_logging_interval(tmp_path, monkeypatch):
-    monkeypatch.setenv('WANDB_MODE', 'offline'); monkeypatch.setenv('WANDB_SILENT', 'true')
-    steps = _train_reads(tmp_path)
-    assert len(steps) == 2 * (360 // 16)                         # 22 steps per epoch, 2 epochs
-    read_at = [i + 1 for i, r in enumerate(steps) if r]
-    assert read_at == list(range(LOG_EVERY, len(steps) + 1, LOG_EVERY)), [(i + 1, r) for i, r in enumerate(steps) if r][:4]
-
-
+# That a real fit reads only at the logging interval (every LOG_EVERY-th step, and no other) is chapter 20's cell gpu00002, on
+# the same run as `_train_reads` below; here, that the count can fail.
 def test_training_read_check_catches_a_per_step_read(tmp_path, monkeypatch):
     monkeypatch.setenv('WANDB_MODE', 'offline'); monkeypatch.setenv('WANDB_SILENT', 'true')
     steps = _train_reads(tmp_path, extra_read=True)

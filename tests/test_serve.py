@@ -154,27 +154,33 @@ def _load(url) -> float:
     return r['mean_batch']
 
 
+@pytest.fixture(scope='module')
+def served(tiny_run):
+    "`ddpm_course serve --max-n 8` in its own process, started once for the two tests below (the second stops it with Ctrl-C)"
+    s = Server(tiny_run, '--max-n', MAX_N)
+    yield s
+    s.stop()                                      # (already stopped where the second test ran: then this only reads its output)
+
+
 @pytest.mark.precision
-def test_the_served_process(tiny_run):
+def test_the_served_process(served, tiny_run):
     """`ddpm_course serve` in its own process: its precision is `auto`'s (DDPM_CPU_BF16 reaches it), and its images are those of
     the Python API at that precision to within rounding"""
     from ddpm_course.machine import autocast_for
-    s = Server(tiny_run, '--max-n', MAX_N)
-    try:
-        status, _, raw = http('GET', s.url + '/v1/model'); card = json.loads(raw)
-        assert status == 200 and card['precision'] == resolve_precision('auto', 'cpu') and s.url.startswith('http://127.0.0.1:')
-        got = _images(json.loads(http('POST', s.url + '/v1/samples', {'label': 3, 'n': 4, 'seed': 5})[2]))
-        run = open_run(tiny_run); d = load_checkpoint(run.config, run.ckpt)
-        with autocast_for('cpu', 'auto'): ref = to_uint8(to_unit(sample(guided(d), labels=[3] * 4, seed=5)))
-        diff = (got.int() - ref.int()).abs()      # (the server runs 1 thread, this process more: rounding may move a pixel a level)
-        assert diff.max() <= 1 and (diff > 0).float().mean() < 0.005, (diff.max(), (diff > 0).float().mean())
-    finally: s.stop()
+    s = served
+    status, _, raw = http('GET', s.url + '/v1/model'); card = json.loads(raw)
+    assert status == 200 and card['precision'] == resolve_precision('auto', 'cpu') and s.url.startswith('http://127.0.0.1:')
+    got = _images(json.loads(http('POST', s.url + '/v1/samples', {'label': 3, 'n': 4, 'seed': 5})[2]))
+    run = open_run(tiny_run); d = load_checkpoint(run.config, run.ckpt)
+    with autocast_for('cpu', 'auto'): ref = to_uint8(to_unit(sample(guided(d), labels=[3] * 4, seed=5)))
+    diff = (got.int() - ref.int()).abs()          # (the server runs 1 thread, this process more: rounding may move a pixel a level)
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 0.005, (diff.max(), (diff > 0).float().mean())
 
 
-def test_the_served_process_batches_under_load_and_stops_on_ctrl_c(tiny_run):
+def test_the_served_process_batches_under_load_and_stops_on_ctrl_c(served, tiny_run):
     """The same process under 8 clients at once: requests that wait are sampled together (and one at a time with
     --max-batch 1); Ctrl-C stops it cleanly. Not marked precision: the batching and the stop are the same at either one"""
-    s = Server(tiny_run, '--max-n', MAX_N)
+    s = served
     try: assert _load(s.url) > 1.5
     finally: code, out = s.stop()
     assert code == 0 and 'stopped' in out and 'Traceback' not in out, out      # Ctrl-C: a clean stop, not a traceback
