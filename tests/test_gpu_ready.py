@@ -15,7 +15,7 @@ from ddpm_course.guidance import guided
 from ddpm_course.training import DDPMCallback, weighted_mse
 from ddpm_course.conditional import drop_labels
 from ddpm_course.settings import TrainConfig
-from ddpm_course.speed import graph_breaks, count_host_reads, LOG_EVERY
+from ddpm_course.speed import graph_breaks, count_host_reads
 from ddpm_course.trainer import train
 
 SCHED = make_schedule('cosine', 1000)
