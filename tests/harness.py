@@ -19,6 +19,7 @@ def serve_command() -> list[str]:
 class ServeProcess:
     "`ddpm_course serve --port 0 ...` in a process of its own, on a free loopback port: `.url`, `.stop()` (Ctrl-C)"
     def __init__(self, run_dir, *flags, env: dict | None = None, timeout: float = 180.):
+        self.stopped = None                                    # (exit code, output) once stopped
         self.p = subprocess.Popen([*serve_command(), 'serve', '--run', str(run_dir), '--port', '0', *map(str, flags)], stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})})
         self.lines, t0 = [], time.time()
@@ -32,7 +33,7 @@ class ServeProcess:
 
     def stop(self) -> tuple[int, str]:
         "Ctrl-C, then (exit code, everything it printed); again, the same answer"
-        if getattr(self, 'stopped', None) is not None: return self.stopped
+        if self.stopped is not None: return self.stopped
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGINT)
             try: out, _ = self.p.communicate(timeout=60)

@@ -1,12 +1,10 @@
 """GPU-ready without a GPU. The hot paths trace as one graph each under torch._dynamo.explain (what torch.compile would
-see; the UNet's forward pass alone, and a middle step of most samplers, are traced by chapter 18 itself), and a training
-or sampling loop reads nothing back from the device per step, apart from the loss at the stated interval (LOG_EVERY).
-Reads are counted by patching the Tensor methods that move values to the host (chapter 18's `count_host_reads`); each
-check is also shown to fail on code that does break or read."""
-from pathlib import Path
+see; the UNet's forward pass alone, and a middle step of most samplers, are traced by chapter 18 itself), and a
+sampling loop reads nothing back from the device per step. Reads are counted by patching the Tensor methods that move values
+to the host (chapter 18's `count_host_reads`); each check is also shown to fail on code that does break or read. (That a
+whole training fit reads only at the logging interval, and that the count catches a per-step read there, is chapter 20's.)"""
 import pytest
 import torch
-from fastai.callback.core import Callback
 from ddpm_course.schedules import make_schedule
 from ddpm_course.models import make_unet
 from ddpm_course.diffusion import Diffusion
@@ -14,9 +12,7 @@ from ddpm_course.sampling import sample, sample_step, timesteps_for, respace_sch
 from ddpm_course.guidance import guided
 from ddpm_course.training import DDPMCallback, weighted_mse
 from ddpm_course.conditional import drop_labels
-from ddpm_course.settings import TrainConfig
 from ddpm_course.speed import graph_breaks, count_host_reads
-from ddpm_course.trainer import train
 
 SCHED = make_schedule('cosine', 1000)
 
@@ -75,37 +71,6 @@ def test_sampling_reads_nothing_per_step(unet, kw):
         return r
     few, many = reads(4), reads(40)
     assert len(few) == len(many), f"host reads grow with the steps: {len(few)} at 4 steps, {len(many)} at 40; e.g. {many[:5]}"
-
-
-class _Reads(Callback):
-    "Host reads inside each training step: counting starts before every other callback's before_batch, ends after every after_batch"
-    order = 1000
-    def __init__(self, extra_read: bool = False): self.extra_read, self.steps, self._ctx = extra_read, [], None
-    def after_batch(self):
-        if self._ctx is None: return
-        if self.extra_read: float(self.learn.loss.detach())     # what a careless logging callback would do
-        self._ctx.__exit__(None, None, None); self.steps.append(self._reads); self._ctx = None
-
-class _Start(Callback):
-    order = -1000
-    def __init__(self, rec): self.rec = rec
-    def before_batch(self):
-        if self.training: self.rec._ctx = count_host_reads(); self.rec._reads = self.rec._ctx.__enter__()
-
-
-def _train_reads(tmp_path, extra_read=False, **kw):
-    rec = _Reads(extra_read)
-    cfg = TrainConfig(preset='tiny', T=100, epochs=2, bs=16, n=400, conditional=True, sample_every=1, n_samples=4, wandb='offline', **kw)
-    train(cfg, tmp_path/'run', cbs=[rec, _Start(rec)], quiet=False)   # the real Learner: progress bars, EMA, W&B, checkpoints, grids
-    return rec.steps
-
-
-# That a real fit reads only at the logging interval (every LOG_EVERY-th step, and no other) is chapter 20's cell gpu00002, on
-# the same run as `_train_reads` below; here, that the count can fail.
-def test_training_read_check_catches_a_per_step_read(tmp_path, monkeypatch):
-    monkeypatch.setenv('WANDB_MODE', 'offline'); monkeypatch.setenv('WANDB_SILENT', 'true')
-    steps = _train_reads(tmp_path, extra_read=True)
-    assert all(r for r in steps)
 
 
 @pytest.mark.parametrize('busy, env, policy', [(1.0, None, 'PASSIVE'), (0.0, None, 'None'), (None, None, 'None'), (1.0, 'ACTIVE', 'ACTIVE')])
