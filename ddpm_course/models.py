@@ -11,11 +11,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import patch
+from .core import unwrap
 from .schedules import check_timestep_dtype
 
 # %% auto #0
 __all__ = ['PRESETS', 'timestep_embedding', 'TimeEmbedding', 'DoubleConv', 'Down', 'Up', 'MHAWeights', 'SelfAttention',
-           'UNetConfig', 'UNet', 'make_unet', 'n_params', 'block_shapes', 'summary', 'load_seed_state_dict']
+           'UNetConfig', 'UNet', 'make_unet', 'n_params', 'block_shapes', 'summary', 'load_seed_state_dict',
+           'forward_flops']
 
 # %% ../nbs/03_unet_blocks.ipynb #57727069
 def timestep_embedding(
@@ -334,3 +336,13 @@ def load_seed_state_dict(model: UNet, state_dict: dict) -> UNet:
         hint = "make_unet('seed_ref')" if 'bot3.double_conv.0.weight' in sd else "make_unet('seed')"
         raise ValueError(f"the weights do not fit this architecture; try {hint} with c_in/c_out of the weights. {e}") from None
     return model
+
+# %% ../nbs/03_unet_blocks.ipynb #flops001
+def forward_flops(model: nn.Module, shape: tuple[int, int, int]) -> int:
+    "FLOPs of one forward pass of `model` on one image of `shape` (C, H, W), counted by torch's `FlopCounterMode`"
+    from torch.utils.flop_counter import FlopCounterMode       # (here: a program that never counts does not import it)
+    m = unwrap(model); dev = next(m.parameters()).device
+    x, t = torch.zeros(1, *shape, device=dev), torch.zeros(1, dtype=torch.long, device=dev)
+    args = (x, t, torch.zeros(1, dtype=torch.long, device=dev)) if getattr(m, 'num_classes', None) is not None else (x, t)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc: m(*args)
+    return int(fc.get_total_flops())

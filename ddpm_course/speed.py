@@ -18,15 +18,14 @@ from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import maybe_gather
-from .core import resolve_device, unwrap
-from .training import is_conditional
+from .core import resolve_device
 
 # %% auto #0
 __all__ = ['HOST_READS', 'HOST_ONLY', 'LOG_EVERY', 'CACHE_DIR', 'LOUD_FILES', 'PRESET_BY_SIZE', 'PLAN_FLOPS', 'PLAN_MAX_EPOCHS',
            'AutocastCallback', 'check_compile_mode', 'compile_model', 'CUDAGraphStepCallback', 'graph_breaks',
            'count_host_reads', 'batch_loss', 'DeviceSmoothLoss', 'DeviceLoss', 'use_device_losses',
-           'StepProgressCallback', 'folder_key', 'cache_dir', 'cached_decode', 'preset_for', 'forward_flops',
-           'TrainPlan', 'full_epoch_steps', 'plan_training']
+           'StepProgressCallback', 'folder_key', 'cache_dir', 'cached_decode', 'preset_for', 'TrainPlan',
+           'full_epoch_steps', 'plan_training']
 
 # %% ../nbs/18_speed.ipynb #amp00001
 class AutocastCallback(Callback):
@@ -189,15 +188,6 @@ PLAN_MAX_EPOCHS = 25           # at most this many passes over a small dataset (
 def preset_for(size: tuple[int, int]) -> str:
     "The preset of `PRESET_BY_SIZE` for images of `size` (H, W)"
     return next(p for side, p in PRESET_BY_SIZE if max(size) <= side)
-
-def forward_flops(model: nn.Module, shape: tuple[int, int, int]) -> int:
-    "FLOPs of one forward pass of `model` on one image of `shape` (C, H, W), counted by torch's `FlopCounterMode`"
-    from torch.utils.flop_counter import FlopCounterMode
-    m = unwrap(model); dev = next(m.parameters()).device
-    x, t = torch.zeros(1, *shape, device=dev), torch.zeros(1, dtype=torch.long, device=dev)
-    args = (x, t, torch.zeros(1, dtype=torch.long, device=dev)) if is_conditional(m) else (x, t)
-    with torch.no_grad(), FlopCounterMode(display=False) as fc: m(*args)
-    return int(fc.get_total_flops())
 
 @dataclass
 class TrainPlan:

@@ -22,7 +22,7 @@ from fastai.callback.progress import ProgressCallback
 import fastai.callback.schedule   # fit_one_cycle
 from .core import resolve_device, unwrap
 from .schedules import NoiseSchedule, make_schedule
-from .models import make_unet, n_params
+from .models import make_unet, n_params, forward_flops
 from .ema import EMACallback
 from .diffusion import Diffusion
 from .training import SampleCallback, ddpm_learner, is_conditional
@@ -33,7 +33,7 @@ from .runs import (RUN_FORMAT, RunLock, latest_checkpoint, complete_checkpoints,
 from .checkpoints import RunCallback, CheckpointCallback, ResumeCallback, ResumeState, start_epoch
 from .machine import resolve_precision
 from .speed import (compile_model, AutocastCallback, CUDAGraphStepCallback, LOG_EVERY, use_device_losses,
-                               StepProgressCallback, cached_decode, preset_for, forward_flops, TrainPlan, plan_training)
+                               StepProgressCallback, cached_decode, preset_for, TrainPlan, plan_training)
 from .distributed import is_main_process, check_launch, init_distributed, close_distributed, distributed
 
 # %% auto #0
